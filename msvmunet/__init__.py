@@ -1,3 +1,52 @@
-"""msvmunet: MSVM-UNet (Multi-Scale Vision Mamba UNet) for medical image segmentation."""
+"""msvmunet: MSVM-UNet (Multi-Scale Vision Mamba UNet) for medical image segmentation.
+
+>>> import msvmunet
+>>> model = msvmunet.create_model("tiny_0230s", num_classes=9)
+>>> logits = model(images)          # (B, 1 or 3, H, W) -> (B, 9, H, W)
+"""
 
 __version__ = "0.1.0"
+
+from .errors import CheckpointError, ConfigError, DataError, MsvmUnetError
+from .models import (
+    DecoderConfig,
+    EncoderConfig,
+    ModelConfig,
+    MSVMUNet,
+    count_parameters,
+    create_model,
+    list_models,
+    model_config,
+)
+from .models.checkpoints import (
+    from_official_checkpoint,
+    load_model,
+    load_vmamba_encoder_weights,
+    official_to_ours,
+    ours_to_official,
+    save_model,
+    to_official_state_dict,
+)
+
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "DecoderConfig",
+    "EncoderConfig",
+    "MSVMUNet",
+    "ModelConfig",
+    "MsvmUnetError",
+    "__version__",
+    "count_parameters",
+    "create_model",
+    "from_official_checkpoint",
+    "list_models",
+    "load_model",
+    "load_vmamba_encoder_weights",
+    "model_config",
+    "official_to_ours",
+    "ours_to_official",
+    "save_model",
+    "to_official_state_dict",
+]

@@ -1,0 +1,56 @@
+"""msvmunet convert: official MSVM-UNet checkpoint <-> msvmunet checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import torch
+
+COMMAND = "convert"
+HELP = "convert a checkpoint of the official code to an msvmunet checkpoint, or back"
+DESCRIPTION = (
+    "Convert a checkpoint trained with the official MSVM-UNet code (raw state dict or Lightning .ckpt) "
+    "into an msvmunet checkpoint (configuration inferred from tensor shapes), or, with --to official, "
+    "an msvmunet checkpoint back into the official key layout."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", type=Path, help="checkpoint to read")
+    parser.add_argument("output", type=Path, help="file to write")
+    parser.add_argument(
+        "--to", choices=("msvmunet", "official"), default="msvmunet",
+        help="'msvmunet': official -> msvmunet checkpoint; 'official': msvmunet -> official state dict",
+    )
+    parser.add_argument(
+        "--lightning", action="store_true",
+        help="with --to official: wrap as a Lightning checkpoint ({'state_dict': {'_model.' + key: ...}})",
+    )
+    parser.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import from_official_checkpoint, load_model, save_model, to_official_state_dict
+    from . import CLIError
+
+    if args.output.exists() and not args.force:
+        raise CLIError(f"{args.output} exists; pass --force to overwrite it")
+    if args.lightning and args.to != "official":
+        raise CLIError("--lightning only applies with --to official")
+    if args.to == "msvmunet":
+        model = from_official_checkpoint(args.input)
+        save_model(model, args.output, source=f"converted from official checkpoint {args.input.name}")
+        cfg = model.config
+        print(f"wrote {args.output}: encoder embed {cfg.encoder.embed_dim}, depths {list(cfg.encoder.depths)}, "
+              f"decoder depths {list(cfg.decoder.depths)}, d_state {cfg.encoder.d_state}, {cfg.num_classes} classes")
+    else:
+        state = to_official_state_dict(load_model(args.input))
+        obj = {"state_dict": {"_model." + k: v for k, v in state.items()}} if args.lightning else state
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.output.with_name(args.output.name + ".tmp")
+        torch.save(obj, tmp)
+        os.replace(tmp, args.output)
+        print(f"wrote {args.output}: {len(state)} tensors in the official key layout")
+    return 0

@@ -1,0 +1,121 @@
+"""MSVM-UNet = VMamba v2 encoder + multi-scale VSS decoder, and the model registry."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from ..ops.selective_scan import BACKENDS
+from .blocks import SS2D
+from .config import ALIASES, PRESETS, DecoderConfig, EncoderConfig, ModelConfig
+from .decoder import Decoder
+from .encoder import VSSEncoder
+
+
+class MSVMUNet(nn.Module):
+    """x: (B, C, H, W) -> logits (B, num_classes, H, W).
+
+    A 1-channel input is repeated to 3 channels when the stem takes 3 (as the official model does
+    for its ImageNet stem). Sides that are not multiples of ``config.size_multiple`` (32 for four
+    stages) are zero-padded at the bottom/right and the logits cropped back.
+    """
+
+    def __init__(self, config: ModelConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or ModelConfig()
+        self.encoder = VSSEncoder(self.config.encoder)
+        self.decoder = Decoder(self.encoder.out_channels, self.config.decoder, self.config.num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4:
+            raise ValueError(f"MSVMUNet expects (B, C, H, W) input, got shape {tuple(x.shape)}")
+        expected = self.config.encoder.in_channels
+        if x.shape[1] != expected:
+            if x.shape[1] == 1 and expected == 3:
+                x = x.expand(-1, 3, -1, -1)
+            else:
+                raise ValueError(f"MSVMUNet expects {expected} input channels (or 1, repeated), got {x.shape[1]}")
+        height, width = x.shape[-2:]
+        m = self.config.size_multiple
+        pad_h, pad_w = -height % m, -width % m
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        logits = self.decoder(self.encoder(x))  # (B, H, W, classes)
+        return logits[:, :height, :width].permute(0, 3, 1, 2).contiguous()
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+    def set_scan_backend(self, backend: str) -> "MSVMUNet":
+        """Choose the selective-scan backend of every SS2D: 'auto', 'torch', 'triton' or 'reference'."""
+        if backend != "auto" and backend not in BACKENDS:
+            raise ConfigError(f"unknown scan backend {backend!r}; choose one of {('auto',) + BACKENDS}")
+        for module in self.modules():
+            if isinstance(module, SS2D):
+                module.scan_backend = backend
+        return self
+
+    def freeze_encoder(self) -> None:
+        self.encoder.requires_grad_(False)
+
+    def unfreeze_encoder(self) -> None:
+        self.encoder.requires_grad_(True)
+
+
+def list_models() -> list[str]:
+    """Names accepted by :func:`create_model` (aliases included)."""
+    return sorted(set(PRESETS) | set(ALIASES))
+
+
+def model_config(name: str, **overrides: Any) -> ModelConfig:
+    """The preset ``name`` with top-level (``num_classes``, ``in_channels``) and nested
+    (``encoder={...}``, ``decoder={...}``) overrides."""
+    key = ALIASES.get(name, name)
+    if key not in PRESETS:
+        raise ConfigError(f"unknown model {name!r}; available: {', '.join(list_models())}")
+    config = PRESETS[key]
+    encoder = dict(config.encoder.__dict__)
+    decoder = dict(config.decoder.__dict__)
+    if "in_channels" in overrides:
+        encoder["in_channels"] = overrides.pop("in_channels")
+    encoder.update(overrides.pop("encoder", {}) or {})
+    decoder.update(overrides.pop("decoder", {}) or {})
+    num_classes = overrides.pop("num_classes", config.num_classes)
+    if overrides:
+        raise ConfigError(f"unknown model options {sorted(overrides)}; use num_classes, in_channels, encoder={{...}}, decoder={{...}}")
+    return ModelConfig(EncoderConfig(**encoder), DecoderConfig(**decoder), num_classes)
+
+
+def create_model(
+    name: str = "tiny_0230s",
+    *,
+    num_classes: int = 9,
+    in_channels: int = 3,
+    pretrained_encoder: str | os.PathLike | dict | None = None,
+    scan_backend: str = "auto",
+    **overrides: Any,
+) -> MSVMUNet:
+    """Build MSVM-UNet by name (``list_models()``), optionally with VMamba ImageNet encoder weights.
+
+    >>> model = create_model("tiny_0230s", num_classes=9)
+    """
+    config = model_config(name, num_classes=num_classes, in_channels=in_channels, **overrides)
+    model = MSVMUNet(config).set_scan_backend(scan_backend)
+    if pretrained_encoder is not None:
+        from .checkpoints import load_vmamba_encoder_weights
+
+        load_vmamba_encoder_weights(model, pretrained_encoder)
+    return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = ["MSVMUNet", "count_parameters", "create_model", "list_models", "model_config"]
