@@ -4,6 +4,7 @@ Each command lives in its own module of this package and defines::
 
     COMMAND = "name"          # what the user types
     HELP = "one line"         # shown by ``msvmunet --help``
+    FORMATTER = ...           # optional argparse formatter class (default: show defaults)
     def add_arguments(parser: argparse.ArgumentParser) -> None: ...
     def run(args: argparse.Namespace) -> int | None: ...
 
@@ -47,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
             module.COMMAND,
             help=module.HELP,
             description=getattr(module, "DESCRIPTION", module.HELP),
-            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+            formatter_class=getattr(module, "FORMATTER", argparse.ArgumentDefaultsHelpFormatter),
         )
         module.add_arguments(p)
         p.set_defaults(_run=module.run)

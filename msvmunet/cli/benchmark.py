@@ -1,0 +1,56 @@
+"""msvmunet benchmark: ms, images/s and peak memory of training and inference."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+
+COMMAND = "benchmark"
+HELP = "time the training step and inference of a model (ms, img/s, peak memory)"
+DESCRIPTION = (
+    "Time a full training step (forward, 0.4 CE + 0.6 Dice loss, backward, AdamW) and inference on random "
+    "data, median of repeats after warm-up (CUDA events on a GPU)."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="tiny_0230s", help="model name (see msvmunet.list_models())")
+    parser.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N'")
+    parser.add_argument("--batch", type=int, nargs="+", default=[32], help="batch size(s)")
+    parser.add_argument("--size", type=int, default=224, help="image side in pixels")
+    parser.add_argument("--classes", type=int, default=9, help="number of classes")
+    parser.add_argument("--precision", choices=("bf16", "fp16", "fp32"), default=None,
+                        help="autocast dtype (default: bf16 on CUDA, fp32 on CPU)")
+    parser.add_argument("--backend", default="auto", help="scan backend: auto, triton, torch, reference")
+    parser.add_argument("--mode", choices=("train", "infer", "both"), default="both")
+    parser.add_argument("--compile", action="store_true", help="wrap the model in torch.compile")
+    parser.add_argument("--cuda-graph", action="store_true", help="replay inference from a captured CUDA graph")
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..engine.benchmark import benchmark, results_dict
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    precision = args.precision or ("bf16" if device.startswith("cuda") else "fp32")
+    modes = ("train", "infer") if args.mode == "both" else (args.mode,)
+    name = torch.cuda.get_device_name(device) if device.startswith("cuda") else platform.processor() or platform.machine()
+    print(f"{args.model}, {args.size}x{args.size}, {args.classes} classes, {precision}, backend {args.backend}, "
+          f"{name}, torch {torch.__version__}")
+    rows = []
+    for batch in args.batch:
+        for r in benchmark(args.model, device=device, batch=batch, size=args.size, num_classes=args.classes,
+                           precision=precision, backend=args.backend, modes=modes, compile=args.compile,
+                           cuda_graph=args.cuda_graph, warmup=args.warmup, repeats=args.repeats):
+            print(r.row())
+            rows.append(r)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": name, "precision": precision, "backend": args.backend, "model": args.model,
+                       "size": args.size, "results": results_dict(rows)}, f, indent=1)
+    return 0

@@ -1,0 +1,148 @@
+"""Speed of the whole model: training step and inference, ms / images per second / peak memory.
+
+On CUDA, times come from CUDA events around each iteration (median after warm-up); on the CPU,
+from the wall clock. Inputs are random data, never zeros.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+import torch
+
+from ..models import create_model
+from .inference import autocast_context
+from .losses import DiceCELoss
+
+
+@dataclass
+class BenchResult:
+    mode: str
+    batch: int
+    ms: float
+    images_per_s: float
+    peak_gib: float | None
+
+    def row(self) -> str:
+        mem = f"{self.peak_gib:6.2f} GiB" if self.peak_gib is not None else "      n/a"
+        return f"{self.mode:<24} batch {self.batch:>3}  {self.ms:9.2f} ms  {self.images_per_s:9.1f} img/s  peak {mem}"
+
+
+def _timed(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int) -> float:
+    for _ in range(warmup):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        times = []
+        for _ in range(repeats):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        return statistics.median(times)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+
+
+def _peak(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+def _reset(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def benchmark(
+    model_name: str = "tiny_0230s",
+    *,
+    device: str = "cuda",
+    batch: int = 32,
+    size: int = 224,
+    num_classes: int = 9,
+    precision: str = "bf16",
+    backend: str = "auto",
+    modes: tuple[str, ...] = ("train", "infer"),
+    compile: bool = False,
+    cuda_graph: bool = False,
+    warmup: int = 5,
+    repeats: int = 20,
+    seed: int = 0,
+) -> list[BenchResult]:
+    """Time a training step (forward, DiceCE loss, backward, AdamW) and/or inference."""
+    dev = torch.device(device)
+    torch.manual_seed(seed)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    model = create_model(model_name, num_classes=num_classes, scan_backend=backend).to(dev)
+    x = torch.rand(batch, 1, size, size, device=dev) * 2 - 1
+    y = torch.randint(0, num_classes, (batch, size, size), device=dev)
+    results = []
+    if "train" in modes:
+        model.train()
+        net = torch.compile(model) if compile else model
+        criterion = DiceCELoss()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-3, fused=dev.type == "cuda")
+
+        def step() -> None:
+            with autocast_context(dev, precision):
+                logits = net(x)
+            loss = criterion(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        _reset(dev)
+        ms = _timed(step, dev, warmup, repeats)
+        results.append(BenchResult("train" + ("+compile" if compile else ""), batch, ms, batch / ms * 1e3, _peak(dev)))
+        del opt
+    if "infer" in modes:
+        model.eval()
+        net = torch.compile(model) if compile else model
+
+        def forward() -> torch.Tensor:
+            with torch.inference_mode(), autocast_context(dev, precision):
+                return net(x)
+
+        fn = forward
+        if cuda_graph and dev.type == "cuda":
+            fn = _graphed(forward, dev)
+        _reset(dev)
+        ms = _timed(fn, dev, warmup, repeats)
+        tag = "infer" + ("+compile" if compile else "") + ("+graph" if cuda_graph and dev.type == "cuda" else "")
+        results.append(BenchResult(tag, batch, ms, batch / ms * 1e3, _peak(dev)))
+    return results
+
+
+def _graphed(fn: Callable[[], torch.Tensor], device: torch.device) -> Callable[[], torch.Tensor]:
+    """Capture ``fn`` (static input buffers) in a CUDA graph; calling replays it."""
+    stream = torch.cuda.Stream(device)
+    stream.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream(device).wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+
+    def replay() -> torch.Tensor:
+        graph.replay()
+        return out
+
+    return replay
+
+
+def results_dict(results: list[BenchResult]) -> list[dict[str, Any]]:
+    return [asdict(r) for r in results]

@@ -1,0 +1,118 @@
+"""Evaluate a checkpoint on a dataset's volumes under the paper's protocol and the strict one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from ..errors import ConfigError
+from ..models.checkpoints import load_file, model_from_checkpoint
+from .inference import predict_volume
+
+PAPER_NAMES = {
+    ("aorta", "gallbladder", "left_kidney", "right_kidney", "liver", "pancreas", "spleen", "stomach"): "SYNAPSE",
+    ("RV", "Myo", "LV"): "ACDC",
+}
+
+
+def label_set(class_names: Sequence[str]):
+    """Display names and colours of the foreground classes (the paper's for Synapse and ACDC)."""
+    from .. import metrics
+
+    foreground = tuple(class_names[1:])
+    known = PAPER_NAMES.get(foreground)
+    if known:
+        return getattr(metrics, known)
+    return metrics.LabelSet(names=foreground, colors=metrics.default_colors(len(foreground)))
+
+
+def load_for_inference(checkpoint: str | Path, device: str | torch.device = "cpu", backend: str = "auto"):
+    """(model in eval mode on ``device``, the checkpoint dict) from an msvmunet checkpoint."""
+    obj = load_file(checkpoint)
+    model = model_from_checkpoint(obj, str(checkpoint)).eval().to(device)
+    model.set_scan_backend(backend)
+    return model, obj
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' asked for, but PyTorch sees no CUDA device; use --device cpu")
+    return torch.device(device)
+
+
+def evaluate(
+    checkpoint: str | Path,
+    data: str | Path,
+    *,
+    output: str | Path = "runs/evaluation",
+    split: str = "test",
+    cases: Sequence[str] | None = None,
+    protocols: Sequence[str] = ("paper", "strict"),
+    device: str = "auto",
+    precision: str = "auto",
+    batch_size: int = 32,
+    overlays: int = 3,
+    boxplot: bool = True,
+    backend: str = "auto",
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Segment every volume of ``split`` slice by slice and measure it; write the reports.
+
+    Returns ``{protocol: Summary}``. Files: ``<output>/<protocol>/{cases.csv, summary.md, summary.json,
+    dice_boxplot.png}`` and ``<output>/overlays/<case>_z<k>.png`` for the first ``overlays`` cases.
+    """
+    from .. import metrics
+    from ..data import open_dataset
+
+    dev = pick_device(device)
+    model, ckpt = load_for_inference(checkpoint, dev, backend)
+    dataset = open_dataset(data)
+    if dataset.num_classes != model.num_classes:
+        raise ConfigError(
+            f"{checkpoint} predicts {model.num_classes} classes but {data} has {dataset.num_classes}; "
+            "evaluate on the dataset the model was trained for"
+        )
+    size = int((ckpt.get("train_config") or {}).get("image_size") or (ckpt.get("preprocessing") or {}).get("size") or 224)
+    labels = label_set(dataset.class_names)
+    aggregators = {p: metrics.Aggregator(labels.names, protocol=p) for p in protocols}
+    output = Path(output)
+    missing_spacing = []
+    for i, volume in enumerate(dataset.volumes(split, cases=cases)):
+        pred = predict_volume(model, volume.image, size=size, batch_size=batch_size, precision=precision)
+        for protocol, agg in aggregators.items():
+            spacing = None
+            if protocol == "strict":
+                spacing = volume.spacing
+                if spacing is None:
+                    spacing = 1.0
+                    missing_spacing.append(volume.case)
+            agg.add_case(volume.case, pred, volume.label, spacing=spacing)
+        if i < overlays:
+            metrics.save_case_overlays(output / "overlays", volume.case, volume.image, volume.label, pred, labels.colors)
+        if not quiet:
+            dice = aggregators[protocols[0]].cases[volume.case]
+            print(f"{volume.case}: mean Dice {sum(r.dice for r in dice) / len(dice):.4f} ({protocols[0]})")
+    note = str(ckpt.get("selection") or "")
+    summaries = {}
+    for protocol, agg in aggregators.items():
+        text = note
+        if protocol == "strict" and missing_spacing:
+            text += (f"{'; ' if text else ''}no voxel spacing stored for {len(set(missing_spacing))} case(s): "
+                     "their distances are in voxels, not mm")
+        metrics.write_report(output / protocol, agg, selection=text, boxplot=boxplot and _has_matplotlib())
+        summaries[protocol] = agg.summary()
+        if not quiet:
+            print(metrics.format_summary(summaries[protocol], text))
+    return summaries
+
+
+def _has_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
