@@ -201,20 +201,23 @@ def _check_name(protocol: str) -> None:
 
 
 def _labels(volume: np.ndarray, num_classes: int, what: str) -> np.ndarray:
+    """The volume as integers (find_objects needs them), checked to hold labels 0 .. num_classes-1 only."""
     volume = np.asarray(volume)
-    if volume.dtype == bool or not np.issubdtype(volume.dtype, np.integer):
-        labels = volume.astype(np.int64)
-        if not np.array_equal(labels, volume):
-            raise DataError(f"the {what} holds non-integer values; pass a label volume (argmax of the scores)")
-        volume = labels
+    if volume.dtype.kind not in "biuf":
+        raise DataError(f"the {what} has dtype {volume.dtype}; pass a label volume of integers")
     if volume.size and (volume.min() < 0 or volume.max() >= num_classes):
         found = np.unique(volume)
         raise DataError(
             f"the {what} holds labels {found[(found < 0) | (found >= num_classes)].tolist()} outside "
-            f"0 .. {num_classes - 1}; "
-            "check num_classes and the label mapping of the data"
+            f"0 .. {num_classes - 1}; check num_classes and the label mapping of the data"
         )
-    return volume
+    if volume.dtype.kind in "iu":
+        return volume
+    with np.errstate(invalid="ignore"):  # NaN casts to garbage, caught just below
+        labels = volume.astype(np.uint8 if num_classes <= 256 else np.int32)
+    if volume.dtype.kind == "f" and not np.array_equal(labels, volume):
+        raise DataError(f"the {what} holds non-integer values; pass a label volume (the argmax of the scores)")
+    return labels
 
 
 def _union_box(a: tuple[slice, ...] | None, b: tuple[slice, ...] | None) -> tuple[slice, ...] | None:

@@ -94,6 +94,8 @@ def test_label_dtypes_do_not_matter(masks):
     gt, pred = masks.labels((21, 22), 4), masks.labels((21, 22), 4)
     reference = evaluate_case(pred, gt, 4)
     assert evaluate_case(pred.astype(np.uint8), gt.astype(np.float32), 4) == reference
+    assert evaluate_case(pred.astype(np.int16), gt.astype(np.uint16), 4) == reference
+    assert evaluate_case(pred == 1, gt == 1, 2) == evaluate_case((pred == 1).astype(int), (gt == 1) * 1.0, 2)
 
 
 def test_paper_aggregation_means_over_cases_then_classes():
@@ -168,6 +170,10 @@ def test_label_errors():
         evaluate_case(pred, gt, 2)
     with pytest.raises(DataError, match="non-integer"):
         evaluate_case(pred + 0.5, gt, 5)
+    with pytest.raises(DataError, match="non-integer"):
+        evaluate_case(np.where(pred == 1, np.nan, pred), gt, 5)
+    with pytest.raises(DataError, match=r"labels \[5\.5\]"):
+        evaluate_case(pred + 3.5, gt, 5)
     with pytest.raises(DataError, match="shape"):
         evaluate_case(pred[:, :-1], gt, 5)
 
