@@ -96,8 +96,9 @@ def save_case_overlays(
     for z in chosen:
         if not -len(image) <= z < len(image):
             raise DataError(f"case {case!r}: slice {z} is outside 0 .. {len(image) - 1}")
+    out_dir = Path(out_dir)
     return [
-        save_overlay(Path(out_dir) / f"{stem}_z{z % len(image):03d}.png", image[z], gt[z], pred[z], colors, window=window)
+        save_overlay(out_dir / f"{stem}_z{z % len(image):03d}.png", image[z], gt[z], pred[z], colors, window=window)
         for z in chosen
     ]
 

@@ -60,7 +60,9 @@ def check_protocol(protocol: str, spacing: Spacing) -> None:
         )
 
 
-def class_metrics(pred: np.ndarray, gt: np.ndarray, protocol: str = "paper", spacing: Spacing = None) -> dict[str, float]:
+def class_metrics(
+    pred: np.ndarray, gt: np.ndarray, protocol: str = "paper", spacing: Spacing = None
+) -> dict[str, float]:
     """Metrics of one binary pair under a protocol: keys ``dice``, ``hd95``, ``jaccard``, ``asd``."""
     check_protocol(protocol, spacing)
     if protocol == "strict":

@@ -93,7 +93,9 @@ def write_summary_markdown(path: PathLike, summary: Summary, selection: str = ""
     return atomic_write_text(path, format_summary(summary, selection))
 
 
-def write_report(out_dir: PathLike, aggregator: Aggregator, selection: str = "", boxplot: bool = True) -> dict[str, Path]:
+def write_report(
+    out_dir: PathLike, aggregator: Aggregator, selection: str = "", boxplot: bool = True
+) -> dict[str, Path]:
     """Write ``cases.csv``, ``summary.md``, ``summary.json`` and (with matplotlib) ``dice_boxplot.png``.
 
     Returns the written paths by kind: ``cases``, ``markdown``, ``json``, ``boxplot``.
