@@ -108,8 +108,8 @@ def _mean_dice(model, volumes, num_classes: int, config: TrainConfig, info: Dist
             continue
         pred = predict_volume(model, volume.image, size=config.image_size, batch_size=config.eval_batch_size,
                               precision=config.precision)
-        dice = evaluate_case(pred, volume.label, num_classes, protocol="paper", metrics=("dice",))["dice"]
-        totals[0] += torch.as_tensor(np.asarray(dice, dtype=np.float64))
+        results = evaluate_case(pred, volume.label, num_classes, protocol="paper", distances=False)
+        totals[0] += torch.tensor([r.dice for r in results], dtype=torch.float64)
         totals[1] += 1
     if info.enabled:
         import torch.distributed as dist

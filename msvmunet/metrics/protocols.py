@@ -61,26 +61,31 @@ def check_protocol(protocol: str, spacing: Spacing) -> None:
 
 
 def class_metrics(
-    pred: np.ndarray, gt: np.ndarray, protocol: str = "paper", spacing: Spacing = None
+    pred: np.ndarray, gt: np.ndarray, protocol: str = "paper", spacing: Spacing = None, distances: bool = True
 ) -> dict[str, float]:
-    """Metrics of one binary pair under a protocol: keys ``dice``, ``hd95``, ``jaccard``, ``asd``."""
+    """Metrics of one binary pair under a protocol: keys ``dice``, ``hd95``, ``jaccard``, ``asd``.
+
+    ``distances=False`` leaves hd95 and asd NaN where they would be measured (overlap metrics only).
+    """
     check_protocol(protocol, spacing)
     if protocol == "strict":
-        return binary_metrics(pred, gt, spacing)
+        return binary_metrics(pred, gt, spacing, distances)
     has_pred, has_gt = bool(np.any(pred)), bool(np.any(gt))
     if has_pred and has_gt:
-        return binary_metrics(pred, gt)
+        return binary_metrics(pred, gt, distances=distances)
     if has_pred:
         return {"dice": 1.0, "hd95": 0.0, "jaccard": 1.0, "asd": 0.0}
     return dict.fromkeys(METRICS, 0.0)
 
 
 def evaluate_case(
-    pred: np.ndarray, gt: np.ndarray, num_classes: int, protocol: str = "paper", spacing: Spacing = None
+    pred: np.ndarray, gt: np.ndarray, num_classes: int, protocol: str = "paper", spacing: Spacing = None,
+    distances: bool = True,
 ) -> list[ClassResult]:
     """pred, gt: integer label volumes of one shape, (Z, Y, X) or (H, W), background 0.
 
     Returns one ClassResult for each foreground class 1 .. num_classes - 1, in order.
+    ``distances=False`` computes the overlap metrics only (hd95/asd NaN where measured), e.g. to validate.
     """
     check_protocol(protocol, spacing)
     if num_classes < 2:
@@ -101,7 +106,7 @@ def evaluate_case(
         if box is None:  # absent from both: measure two empty masks of one voxel
             box = (slice(0, 1),) * pred.ndim
         p, g = pred[box] == c, gt[box] == c
-        values = class_metrics(p, g, protocol, spacing)
+        values = class_metrics(p, g, protocol, spacing, distances)
         results.append(ClassResult(c, **values, pred_voxels=int(p.sum()), gt_voxels=int(g.sum())))
     return results
 

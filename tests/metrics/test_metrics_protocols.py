@@ -188,3 +188,16 @@ def test_aggregator_errors(masks):
         agg.add_case("a", pred, gt)
     with pytest.raises(DataError, match="classes"):
         agg.add("b", evaluate_case(pred, gt, 5)[:3])
+
+
+def test_overlap_only_evaluation_skips_distances_and_keeps_dice():
+    from msvmunet.metrics import evaluate_case
+
+    gt = np.zeros((6, 10, 10), dtype=np.int64)
+    gt[1:4, 2:6, 2:6] = 1
+    pred = np.zeros_like(gt)
+    pred[1:4, 3:7, 2:6] = 1
+    full = evaluate_case(pred, gt, 2, "paper")
+    quick = evaluate_case(pred, gt, 2, "paper", distances=False)
+    assert quick[0].dice == full[0].dice and quick[0].jaccard == full[0].jaccard
+    assert np.isnan(quick[0].hd95) and np.isnan(quick[0].asd) and full[0].hd95 > 0
