@@ -167,7 +167,7 @@ def _train(config: TrainConfig, resume, info: DistInfo) -> Path:
     model = build_model(config, num_classes).to(device)
     criterion = DiceCELoss(config.ce_weight, config.dice_weight)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas, eps=config.eps,
-                                  weight_decay=config.weight_decay)
+                                  weight_decay=config.weight_decay, fused=device.type == "cuda")
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=config.min_lr)
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
 
