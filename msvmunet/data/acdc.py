@@ -52,7 +52,6 @@ class ACDCData:
     """An ACDC dataset folder: ``train`` and ``valid`` hold slices, ``test`` volumes."""
 
     kind = "acdc"
-    splits = SPLITS
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -63,6 +62,7 @@ class ACDCData:
         self.num_classes = self.preprocessing.num_classes
         self.class_names = self.preprocessing.class_names
         self.case_of = case_of
+        self.splits = tuple(s for s in SPLITS if (self.root / s).is_dir())
 
     def path(self, split: str, name: str) -> Path:
         return self.root / self._split(split) / f"{name}.npz"

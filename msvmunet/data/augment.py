@@ -68,15 +68,15 @@ class AugmentConfig:
     blur_reference_size: int | None = None  # sigma is in pixels of an image of this height
     contrast: tuple[float, float] = (0.5, 1.5)
     scale: tuple[float, float] = (0.5, 2.0)
-    rotate: float = 40.0                   # degrees, uniform in [-rotate, rotate]
-    shear: float = 16.0                    # degrees
+    rotate: tuple[float, float] = (-40.0, 40.0)        # degrees
+    shear: tuple[float, float] = (-16.0, 16.0)         # degrees
     piecewise_scale: tuple[float, float] = (0.008, 0.03)
     piecewise_grid: int = 4
-    translate: float = 0.2                 # fraction of the width / height
+    translate: tuple[float, float] = (-0.2, 0.2)       # fraction of the width / height
     out_size: int | None = None            # resize after augmenting (image bicubic, label nearest)
 
     def __post_init__(self) -> None:
-        for name in ("ops", "contrast", "scale", "piecewise_scale"):
+        for name in ("ops", "contrast", "scale", "rotate", "shear", "piecewise_scale", "translate"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if self.mode not in MODES:
             raise ConfigError(f"AugmentConfig.mode={self.mode!r}; use one of {MODES}")
@@ -265,17 +265,17 @@ class Augmenter:
             a[:, 0, 0] = rng.uniform(*cfg.scale, n)
             a[:, 1, 1] = rng.uniform(*cfg.scale, n)
         elif name == "rotate":
-            r = torch.deg2rad(rng.uniform(-cfg.rotate, cfg.rotate, n))
+            r = torch.deg2rad(rng.uniform(*cfg.rotate, n))
             a = torch.stack([torch.stack([r.cos(), -r.sin()], -1), torch.stack([r.sin(), r.cos()], -1)], -2)
         elif name == "shear":
             # imgaug 0.4: y-shear (conjugated by 90 degree rotations) then x-shear, same angle s,
             # with skimage's shear matrix [[1, -sin s], [0, cos s]]: the product below.
-            s = torch.deg2rad(rng.uniform(-cfg.shear, cfg.shear, n))
+            s = torch.deg2rad(rng.uniform(*cfg.shear, n))
             sin, cos = s.sin(), s.cos()
             a = torch.stack([torch.stack([cos - sin * sin, -sin], -1), torch.stack([cos * sin, cos], -1)], -2)
         elif name == "translate":
-            t[:, 0] = rng.uniform(-cfg.translate, cfg.translate, n) * w
-            t[:, 1] = rng.uniform(-cfg.translate, cfg.translate, n) * h
+            t[:, 0] = rng.uniform(*cfg.translate, n) * w
+            t[:, 1] = rng.uniform(*cfg.translate, n) * h
         return a, t
 
     def _piecewise(self, n: int, h: int, w: int, rng: _Rng) -> torch.Tensor:

@@ -171,7 +171,7 @@ def make_phantom(out_dir: str | Path, *, cases: int = 12, test_cases: int | None
                            test=is_test, spacing=prep.spacing(affine))
         (test.append(case) if is_test else train.__setitem__(case, slices))
         if nnunet:
-            write_nifti(out / "nnunet" / "imagesTr" / f"{case}_0000.nii.gz", raw_hu.astype(np.int16), affine)
+            write_nifti(out / "nnunet" / "imagesTr" / f"{case}_0000.nii.gz", np.round(raw_hu).astype(np.int16), affine)
             write_nifti(out / "nnunet" / "labelsTr" / f"{case}.nii.gz", raw_label, affine)
         summary.written.append(case)
         summary.count(label, prep.class_names)

@@ -275,6 +275,7 @@ def prepare_acdc(raw: str | Path, out: str | Path, *, seed: int = 0, overwrite: 
             summary.count(target, prep.class_names)
         (summary.skipped if done else summary.written).append(case)
     for split_name, names in lists.items():
-        write_text(out / "lists" / f"{split_name}.txt", "".join(f"{n}\n" for n in names))
+        if names:  # an empty split (few patients) gets no folder and no list
+            write_text(out / "lists" / f"{split_name}.txt", "".join(f"{n}\n" for n in names))
         summary.items[split_name] = len(names)
     return summary
