@@ -243,7 +243,9 @@ class Augmenter:
                 matrix[sl], shift[sl] = self._affine(name, len(members), h, w, rng)
         # output pixel p samples input A^-1 (p - t); in grid_sample's [-1, 1] units p = D u.
         half = torch.tensor([w / 2.0, h / 2.0], device=device)
-        inv = torch.linalg.inv(matrix)
+        det = matrix[:, 0, 0] * matrix[:, 1, 1] - matrix[:, 0, 1] * matrix[:, 1, 0]
+        inv = torch.stack([torch.stack([matrix[:, 1, 1], -matrix[:, 0, 1]], -1),
+                           torch.stack([-matrix[:, 1, 0], matrix[:, 0, 0]], -1)], -2) / det[:, None, None]
         theta = torch.empty(n, 2, 3, device=device)
         theta[:, :, :2] = inv * half[None, None, :] / half[None, :, None]
         theta[:, :, 2] = -(inv @ shift[..., None])[..., 0] / half
