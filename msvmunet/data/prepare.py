@@ -1,0 +1,281 @@
+"""Preparation of Synapse and ACDC from the raw NIfTI scans into the layouts the readers take.
+
+Both are idempotent: a case whose outputs all exist is skipped (``overwrite=True`` redoes it),
+and every file is written atomically, so an interrupted run loses nothing finished. Both go
+through :class:`~msvmunet.data.preprocessing.Preprocessing`, the code path ``predict`` uses.
+"""
+
+from __future__ import annotations
+
+import re
+import random
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from ..errors import DataError
+from .io import check_image, nifti_shape, read_nifti, write_h5, write_npz, write_text
+from .preprocessing import Preprocessing, acdc_preprocessing, synapse_preprocessing
+
+# BTCV label -> Synapse (released TransUNet data) class: aorta, gallbladder, left kidney,
+# right kidney, liver, pancreas, spleen, stomach; the other five BTCV organs -> background.
+BTCV_TO_SYNAPSE = {8: 1, 4: 2, 3: 3, 2: 4, 6: 5, 11: 6, 1: 7, 7: 8}
+BTCV_CASES = tuple(range(1, 11)) + tuple(range(21, 41))
+SYNAPSE_TEST_CASES = (1, 2, 3, 4, 8, 22, 25, 29, 32, 35, 36, 38)
+
+
+@dataclass
+class PrepareSummary:
+    """What a preparation run did."""
+
+    out: Path
+    written: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    splits: dict[str, list[str]] = field(default_factory=dict)
+    items: dict[str, int] = field(default_factory=dict)
+    class_voxels: dict[str, int] = field(default_factory=dict)
+
+    def format(self) -> str:
+        lines = [f"output: {self.out}",
+                 f"cases written: {len(self.written)}, skipped (already done): {len(self.skipped)}"]
+        for split, cases in self.splits.items():
+            lines.append(f"{split}: {len(cases)} cases, {self.items.get(split, 0)} files")
+        if self.missing:
+            lines.append(f"missing cases: {', '.join(self.missing)}")
+        if self.class_voxels:
+            total = max(sum(self.class_voxels.values()), 1)
+            hist = ", ".join(f"{k} {100 * v / total:.2f}%" for k, v in self.class_voxels.items())
+            lines.append(f"voxels of the written cases: {hist}")
+        return "\n".join(lines)
+
+    def count(self, label: np.ndarray, class_names: Sequence[str]) -> None:
+        counts = np.bincount(label.ravel(), minlength=len(class_names))
+        for name, n in zip(class_names, counts):
+            self.class_voxels[name] = self.class_voxels.get(name, 0) + int(n)
+
+
+def _progress(items: Sequence, desc: str, enabled: bool) -> Iterable:
+    if not enabled:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="case")
+
+
+# ----------------------------------------------------------------------------- Synapse
+
+
+def remap_btcv(label: np.ndarray, where: str) -> np.ndarray:
+    """BTCV labels 0..13 -> the 9 Synapse classes (uint8)."""
+    label = np.asarray(label)
+    if label.size and (label.min() < 0 or label.max() > 13 or (label != np.round(label)).any()):
+        raise DataError(f"{where}: BTCV labels must be whole numbers 0..13, found {label.min()}..{label.max()}; "
+                        "is this a BTCV abdomen label file?")
+    table = np.zeros(14, dtype=np.uint8)
+    for src, dst in BTCV_TO_SYNAPSE.items():
+        table[src] = dst
+    return table[label.astype(np.int64)]
+
+
+def synapse_slice_names(case: str, depth: int) -> list[str]:
+    return [f"{case}_slice{k:03d}" for k in range(depth)]
+
+
+def write_synapse_case(out: Path, case: str, image: np.ndarray, label: np.ndarray, *, test: bool,
+                       spacing: Sequence[float] | None) -> None:
+    """One (D, H, W) case into ``train_npz`` slices or a ``test_vol_h5`` volume."""
+    if test:
+        attrs = {"spacing": np.asarray(spacing, dtype=np.float64)} if spacing is not None else {}
+        write_h5(out / "test_vol_h5" / f"{case}.npy.h5", {"image": image, "label": label}, attrs)
+    else:
+        for name, img, lab in zip(synapse_slice_names(case, len(image)), image, label):
+            write_npz(out / "train_npz" / f"{name}.npz", image=img, label=lab)
+
+
+def write_synapse_lists(out: Path, train: dict[str, int], test: Sequence[str]) -> None:
+    """``lists/train.txt`` (slice names; ``train`` maps case -> depth) and ``lists/test_vol.txt``."""
+    slices = [n for case in sorted(train) for n in synapse_slice_names(case, train[case])]
+    write_text(out / "lists" / "train.txt", "".join(f"{n}\n" for n in slices))
+    write_text(out / "lists" / "test_vol.txt", "".join(f"{c}\n" for c in sorted(test)))
+
+
+def _synapse_done(out: Path, case: str, depth: int, test: bool) -> bool:
+    if test:
+        return (out / "test_vol_h5" / f"{case}.npy.h5").is_file()
+    return all((out / "train_npz" / f"{n}.npz").is_file() for n in synapse_slice_names(case, depth))
+
+
+def prepare_synapse(raw: str | Path, out: str | Path, *, overwrite: bool = False, progress: bool = True,
+                    preprocessing: Preprocessing | None = None,
+                    test_cases: Sequence[int] = SYNAPSE_TEST_CASES) -> PrepareSummary:
+    """BTCV ``RawData/Training`` (``img/img00XX.nii.gz``, ``label/label00XX.nii.gz``) -> Synapse layout.
+
+    HU clipped to [-125, 275] and scaled by (x + 125) / 400; arrays (slice, row, column) = nibabel's
+    transposed (2, 1, 0); labels remapped to the 8 organs; TransUNet's 18/12 train/test split; h5
+    volumes keep their spacing (z, y, x) as the attribute ``spacing``.
+    """
+    raw, out = Path(raw), Path(out)
+    prep = preprocessing or synapse_preprocessing()
+    images = {int(m.group(1)): p for p in sorted((raw / "img").glob("img*.nii*"))
+              if (m := re.match(r"img0*(\d+)\.nii(\.gz)?$", p.name))}
+    labels = {int(m.group(1)): p for p in sorted((raw / "label").glob("label*.nii*"))
+              if (m := re.match(r"label0*(\d+)\.nii(\.gz)?$", p.name))}
+    found = sorted(set(images) & set(labels))
+    if not found:
+        raise DataError(f"{raw}: no img/imgXXXX.nii.gz with a label/labelXXXX.nii.gz; give the BTCV "
+                        "'RawData/Training' folder as --raw")
+    summary = PrepareSummary(out=out)
+    summary.missing = [f"case{i:04d}" for i in sorted(set(BTCV_CASES) | set(images) | set(labels))
+                       if i not in found]
+    if summary.missing:
+        warnings.warn(f"{raw}: {len(summary.missing)} of the BTCV cases are missing or lack an image/label "
+                      f"pair: {', '.join(summary.missing)}; preparing the {len(found)} found", stacklevel=2)
+    train: dict[str, int] = {}
+    test: list[str] = []
+    for index in _progress(found, "synapse", progress):
+        case, is_test = f"case{index:04d}", index in test_cases
+        depth = nifti_shape(images[index])[prep.axis]
+        (test.append(case) if is_test else train.__setitem__(case, depth))
+        if not overwrite and _synapse_done(out, case, depth, is_test):
+            summary.skipped.append(case)
+            continue
+        volume, affine = read_nifti(images[index])
+        label, _ = read_nifti(labels[index])
+        if volume.shape != label.shape:
+            raise DataError(f"{images[index]}: image shape {volume.shape} and label shape {label.shape} differ")
+        check_image(volume, str(images[index]))
+        image = prep.apply(volume, affine)
+        target = prep.apply_label(remap_btcv(label, str(labels[index])), affine)
+        write_synapse_case(out, case, image, target, test=is_test, spacing=prep.spacing(affine))
+        summary.written.append(case)
+        summary.count(target, prep.class_names)
+    write_synapse_lists(out, train, test)
+    summary.splits = {"train": sorted(train), "test": sorted(test)}
+    summary.items = {"train": sum(train.values()), "test": len(test)}
+    return summary
+
+
+# ----------------------------------------------------------------------------- ACDC
+
+
+def _read_info(path: Path) -> dict[str, str]:
+    info: dict[str, str] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            if ":" in line:
+                key, value = line.split(":", 1)
+                info[key.strip()] = value.strip()
+    return info
+
+
+def find_acdc_patients(raw: Path) -> dict[int, dict[str, object]]:
+    """patient number -> {"dir", "group", "frames": {"ED": (image, gt), "ES": (image, gt)}}."""
+    patients: dict[int, dict[str, object]] = {}
+    for folder in sorted(p for p in [raw, *raw.glob("*"), *raw.glob("*/*")] if p.is_dir()):
+        match = re.fullmatch(r"patient(\d+)", folder.name)
+        if not match or int(match.group(1)) in patients:
+            continue
+        gts = sorted(folder.glob(f"{folder.name}_frame*_gt.nii*"))
+        frames = [(int(re.search(r"_frame(\d+)_gt", g.name).group(1)), g) for g in gts]
+        if not frames:
+            continue
+        info = _read_info(folder / "Info.cfg")
+        phases: dict[str, tuple[Path, Path]] = {}
+        for number, gt in frames:
+            image = gt.with_name(gt.name.replace("_gt", ""))
+            if not image.is_file():
+                raise DataError(f"{gt}: no image {image.name} beside it; restore the ACDC patient folder")
+            if info.get("ED", "").isdigit() or info.get("ES", "").isdigit():
+                phase = "ED" if info.get("ED") == str(number) else "ES" if info.get("ES") == str(number) else None
+            else:  # no Info.cfg: the earlier frame is end-diastole
+                phase = ("ED", "ES")[min(len(phases), 1)]
+            if phase and phase not in phases:
+                phases[phase] = (image, gt)
+        patients[int(match.group(1))] = {"dir": folder, "group": info.get("Group", ""), "frames": phases}
+    return patients
+
+
+def split_patients(patients: dict[int, dict[str, object]], seed: int = 0,
+                   fractions: tuple[float, float] = (0.7, 0.1)) -> dict[str, list[int]]:
+    """Deterministic 70/10/20 train/valid/test split, stratified by the Info.cfg pathology group."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for number, info in sorted(patients.items()):
+        groups[str(info["group"])].append(number)
+    split: dict[str, list[int]] = {"train": [], "valid": [], "test": []}
+    rng = random.Random(seed)
+    for group in sorted(groups):
+        members = groups[group]
+        rng.shuffle(members)
+        n_train = int(round(fractions[0] * len(members)))
+        n_valid = int(round(fractions[1] * len(members)))
+        split["train"] += members[:n_train]
+        split["valid"] += members[n_train:n_train + n_valid]
+        split["test"] += members[n_train + n_valid:]
+    return {k: sorted(v) for k, v in split.items()}
+
+
+def acdc_slice_names(case: str, phase: str, depth: int) -> list[str]:
+    return [f"{case}_{phase}_slice_{k:02d}" for k in range(depth)]
+
+
+def prepare_acdc(raw: str | Path, out: str | Path, *, seed: int = 0, overwrite: bool = False,
+                 progress: bool = True, preprocessing: Preprocessing | None = None) -> PrepareSummary:
+    """ACDC ``patientXXX/patientXXX_frameYY[_gt].nii.gz`` -> MT-UNet-style train/valid/test layout.
+
+    Intensities: per volume, clipped to its 0.5/99.5 percentiles and scaled to [0, 1]. Patients are
+    split 70/10/20 (stratified by pathology group, ``seed``); train/valid hold 2-D slices
+    ``case_XXX_{ED,ES}_slice_YY.npz``, test holds ``case_XXX_volume_{ED,ES}.npz`` with ``spacing``.
+    """
+    raw, out = Path(raw), Path(out)
+    prep = preprocessing or acdc_preprocessing()
+    patients = find_acdc_patients(raw)
+    if not patients:
+        raise DataError(f"{raw}: no patientXXX folders with patientXXX_frameYY_gt.nii.gz; give the ACDC "
+                        "'training' folder (or its parent) as --raw")
+    split = split_patients(patients, seed)
+    summary = PrepareSummary(out=out)
+    lists: dict[str, list[str]] = {"train": [], "valid": [], "test": []}
+    for name, numbers in split.items():
+        summary.splits[name] = [f"case_{n:03d}" for n in numbers]
+    order = [(name, n) for name, numbers in split.items() for n in numbers]
+    for split_name, number in _progress(order, "acdc", progress):
+        case = f"case_{number:03d}"
+        done = True
+        for phase, (image_path, gt_path) in sorted(patients[number]["frames"].items()):
+            depth = nifti_shape(image_path)[prep.axis]
+            if split_name == "test":
+                names = [f"{case}_volume_{phase}"]
+            else:
+                names = acdc_slice_names(case, phase, depth)
+            lists[split_name] += names
+            if not overwrite and all((out / split_name / f"{n}.npz").is_file() for n in names):
+                continue
+            done = False
+            volume, affine = read_nifti(image_path)
+            label, _ = read_nifti(gt_path)
+            if volume.shape != label.shape:
+                raise DataError(f"{image_path}: image shape {volume.shape} and label {label.shape} differ")
+            check_image(volume, str(image_path))
+            image = prep.apply(volume, affine)
+            target = prep.apply_label(label, affine)
+            if target.size and (target.min() < 0 or target.max() >= prep.num_classes):
+                raise DataError(f"{gt_path}: labels {target.min()}..{target.max()} outside 0..3")
+            target = target.astype(np.uint8)
+            if split_name == "test":
+                write_npz(out / "test" / f"{names[0]}.npz", img=image, label=target,
+                          spacing=np.asarray(prep.spacing(affine)))
+            else:
+                for n, img, lab in zip(names, image, target):
+                    write_npz(out / split_name / f"{n}.npz", img=img, label=lab)
+            summary.count(target, prep.class_names)
+        (summary.skipped if done else summary.written).append(case)
+    for split_name, names in lists.items():
+        if names:  # an empty split (few patients) gets no folder and no list
+            write_text(out / "lists" / f"{split_name}.txt", "".join(f"{n}\n" for n in names))
+        summary.items[split_name] = len(names)
+    return summary
