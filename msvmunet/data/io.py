@@ -78,8 +78,9 @@ def _plain(value: object) -> object:
     return value
 
 
-def read_nifti(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """A NIfTI volume as ``(array as nibabel reads it, float32 when scaled; affine (4, 4))``."""
+def read_nifti(path: PathLike, with_header: bool = False):
+    """A NIfTI volume as ``(array as nibabel reads it, float32 when scaled; affine (4, 4))``,
+    and its header as a third item with ``with_header``."""
     import nibabel as nib
 
     path = Path(path)
@@ -97,7 +98,7 @@ def read_nifti(path: PathLike) -> tuple[np.ndarray, np.ndarray]:
     if array.ndim != 3:
         raise DataError(f"{path}: expected a 3-D volume, got shape {array.shape}; "
                         "split multi-channel or 4-D files into one 3-D file per channel/frame")
-    return array, affine
+    return (array, affine, img.header) if with_header else (array, affine)
 
 
 def nifti_shape(path: PathLike) -> tuple[int, ...]:
@@ -197,12 +198,16 @@ def write_h5(path: PathLike, arrays: dict[str, np.ndarray], attrs: dict[str, obj
                 f.attrs[key] = value
 
 
-def write_nifti(path: PathLike, array: np.ndarray, affine: np.ndarray) -> None:
-    """Write a NIfTI volume atomically."""
+def write_nifti(path: PathLike, array: np.ndarray, affine: np.ndarray, header=None) -> None:
+    """Write a NIfTI volume atomically; ``header`` (e.g. the scan's) is copied, with the array's dtype."""
     import nibabel as nib
 
+    if header is not None:
+        header = header.copy()
+        header.set_data_dtype(array.dtype)
+        header.set_slope_inter(1.0, 0.0)
     with atomic_path(path) as tmp:
-        nib.save(nib.Nifti1Image(array, affine), str(tmp))
+        nib.save(nib.Nifti1Image(array, affine, header=header), str(tmp))
 
 
 def write_text(path: PathLike, text: str) -> None:
