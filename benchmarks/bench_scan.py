@@ -247,12 +247,15 @@ def main() -> int:
 
 
 def sweep(triton_scan, scan_shape, ss2d_in, device, report, record) -> None:
-    """Time a few tile configurations (block_l, fwd_block_d, bwd_block_d, fwd_warps, bwd_warps)."""
+    """Time a few tile configurations: Tuning(block_l, fwd_block_d, bwd_block_d, fwd_warps, bwd_warps,
+    bwd_maxnreg); the first of each list is the default, maxnreg 0 lifts the register cap."""
     configs = [
-        (128, 8, 4, 4, 4), (256, 8, 8, 4, 8), (256, 16, 8, 8, 8), (512, 4, 2, 4, 8), (512, 8, 4, 8, 8),
+        (128, 8, 8, 4, 4, None), (128, 8, 8, 4, 4, 0), (128, 4, 4, 4, 4, None), (64, 16, 16, 4, 4, None),
+        (256, 4, 4, 4, 4, None), (256, 8, 4, 8, 4, None), (512, 2, 2, 4, 4, None),
     ]
     cross_configs = [
-        (128, 8, 8, 4, 4), (256, 4, 4, 4, 4), (256, 8, 8, 4, 4), (256, 16, 8, 8, 8), (512, 8, 8, 8, 8),
+        (128, 8, 8, 4, 4, None), (128, 8, 8, 4, 4, 0), (128, 4, 4, 4, 4, None), (64, 16, 16, 4, 4, None),
+        (256, 4, 4, 4, 4, None), (256, 8, 8, 4, 8, None),
     ]
     inputs = scan_inputs(scan_shape, torch.float32, device)
     try:
@@ -264,7 +267,7 @@ def sweep(triton_scan, scan_shape, ss2d_in, device, report, record) -> None:
             record(f"sweep ss2d bf16 {cfg}", triton_scan.ss2d_scan_triton, ss2d_in, True)
     finally:
         triton_scan.tuning = triton_scan.Tuning()
-    report["sweep_fields"] = ["block_l", "fwd_block_d", "bwd_block_d", "fwd_warps", "bwd_warps"]
+    report["sweep_fields"] = ["block_l", "fwd_block_d", "bwd_block_d", "fwd_warps", "bwd_warps", "bwd_maxnreg"]
 
 
 if __name__ == "__main__":

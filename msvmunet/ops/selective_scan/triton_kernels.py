@@ -3,9 +3,11 @@
 One program owns one batch element and ``BLOCK_D`` channels of one direction (plain scan) or of
 all four directions in turn (``CROSS``), and walks the sequence in blocks of ``BLOCK_L`` steps:
 
-* a block is loaded as a (BLOCK_D, BLOCK_N, BLOCK_L) tile, the recurrence
-  h_t = a_t h_{t-1} + x_t is solved inside it by ``tl.associative_scan`` on the pairs (a, x), and
-  the state at the block's end is carried (in registers, fp32) into the next block;
+* the state is a (BLOCK_D * BLOCK_N, BLOCK_L) tile whose row d * BLOCK_N + n is state n of
+  channel d; the recurrence h_t = a_t h_{t-1} + x_t is solved inside a block by
+  ``tl.associative_scan`` on the pairs (a, x) along the steps, and the state at the block's end
+  is carried (in registers, fp32) into the next block. With N = 1 (BLOCK_N = 1) every tile is a
+  plain (BLOCK_D, BLOCK_L) tile in the layout of the loads: no reshapes, no 3-D tensors;
 * the state at every block's start is written to ``carry`` (B, K, n_blocks, N, D_group), a small
   checkpoint: the backward recomputes h inside a block from it instead of storing all of h;
 * ``CROSS``: the input is a channel-last map (B, L = H*W, D) read in pixel order; step t of
@@ -65,17 +67,68 @@ def _program_ids(n_groups, CROSS: tl.constexpr):
 
 
 @triton.jit
-def _load_params(A_ptr, dskip_ptr, bias_ptr, chan, mask_d, offs_n, mask_n,
+def _per_row(v, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+    """(BLOCK_D, X) per channel -> (BLOCK_D * BLOCK_N, X) per (channel, state) row."""
+    if BLOCK_N == 1:
+        return v
+    else:
+        return tl.reshape(tl.broadcast_to(v[:, None, :], [BLOCK_D, BLOCK_N, v.shape[1]]),
+                          [BLOCK_D * BLOCK_N, v.shape[1]])
+
+
+@triton.jit
+def _state_rows(v, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+    """(BLOCK_N, X) per state -> (BLOCK_D * BLOCK_N, X) per row ((1, X) broadcasts if BLOCK_N == 1)."""
+    if BLOCK_N == 1:
+        return v
+    else:
+        return tl.reshape(tl.broadcast_to(v[None, :, :], [BLOCK_D, BLOCK_N, v.shape[1]]),
+                          [BLOCK_D * BLOCK_N, v.shape[1]])
+
+
+@triton.jit
+def _sum_states(v, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+    """(BLOCK_D * BLOCK_N, X) -> (BLOCK_D, X): the sum over each channel's states."""
+    if BLOCK_N == 1:
+        return v
+    else:
+        return tl.sum(tl.reshape(v, [BLOCK_D, BLOCK_N, v.shape[1]]), axis=1)
+
+
+@triton.jit
+def _sum_channels(v, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+    """(BLOCK_D * BLOCK_N, X) -> (BLOCK_N, X): the sum over the channels of each state."""
+    if BLOCK_N == 1:
+        return tl.sum(v, axis=0, keep_dims=True)
+    else:
+        return tl.sum(tl.reshape(v, [BLOCK_D, BLOCK_N, v.shape[1]]), axis=0)
+
+
+@triton.jit
+def _tile(group_dim, length, N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+          BLOCK_L: tl.constexpr):
+    """Offsets and masks of this program: channels (BLOCK_D,), rows (channel, state) and steps."""
+    offs_d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
+    rows = tl.arange(0, BLOCK_D * BLOCK_N)
+    row_d = tl.program_id(0) * BLOCK_D + rows // BLOCK_N
+    row_n = rows % BLOCK_N
+    return (offs_d, offs_d < group_dim, row_d, row_n, (row_d < group_dim) & (row_n < N),
+            tl.arange(0, BLOCK_N), tl.arange(0, BLOCK_L), tl.cdiv(length, BLOCK_L))
+
+
+@triton.jit
+def _load_params(A_ptr, dskip_ptr, bias_ptr, k, group_dim, offs_d, mask_d, row_d, row_n, mask_r,
                  N: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr):
-    """A (BLOCK_D, BLOCK_N), D and delta_bias (BLOCK_D,) of the channels ``chan``, in fp32."""
-    A = tl.load(A_ptr + chan[:, None] * N + offs_n[None, :], mask=mask_d[:, None] & mask_n[None, :], other=0.0)
-    dskip = tl.zeros_like(chan).to(tl.float32)
-    bias = tl.zeros_like(chan).to(tl.float32)
+    """A per row, D and delta_bias per channel, of direction k, in fp32."""
+    A = tl.load(A_ptr + (k * group_dim + row_d) * N + row_n, mask=mask_r, other=0.0).to(tl.float32)
+    chan = k * group_dim + offs_d
+    dskip = tl.zeros_like(offs_d).to(tl.float32)
+    bias = tl.zeros_like(offs_d).to(tl.float32)
     if HAS_D:
         dskip = tl.load(dskip_ptr + chan, mask=mask_d, other=0.0).to(tl.float32)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + chan, mask=mask_d, other=0.0).to(tl.float32)
-    return A.to(tl.float32), dskip, bias
+    return A, dskip, bias
 
 
 @triton.jit
@@ -90,43 +143,34 @@ def _load_delta(ptrs, mask, bias, SOFTPLUS: tl.constexpr):
 
 
 @triton.jit
-def _tile(group_dim, length, N: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
-          BLOCK_L: tl.constexpr):
-    """This program's channels and states (offsets, masks), the step offsets of a block, the block count."""
-    offs_d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
-    offs_n = tl.arange(0, BLOCK_N)
-    return offs_d, offs_d < group_dim, offs_n, offs_n < N, tl.arange(0, BLOCK_L), tl.cdiv(length, BLOCK_L)
-
-
-@triton.jit
 def _rows(ptr, batch, k, offs, s_batch, s_group, s_row):
     """Pointers to the rows ``offs`` (channels or states) of (batch, group k), as a column."""
     return ptr + batch * s_batch + k * s_group + offs[:, None] * s_row
 
 
 @triton.jit
-def _carry_ptrs(carry_ptr, batch, k, n_groups, group_dim, n_blocks, offs_d, offs_n, N: tl.constexpr):
-    """(BLOCK_D, BLOCK_N) pointers into the checkpoints (B, K, n_blocks, N, D_group), block 0."""
+def _carry_ptrs(carry_ptr, batch, k, n_groups, group_dim, n_blocks, row_d, row_n, N: tl.constexpr):
+    """Pointers of the rows into the checkpoints (B, K, n_blocks, N, D_group), block 0."""
     base = carry_ptr + (batch * n_groups + k) * n_blocks * N * group_dim
-    return base + offs_n[None, :] * group_dim + offs_d[:, None]
+    return base + row_n * group_dim + row_d
 
 
 @triton.jit
 def _block_states(u_rows, dt_rows, b_rows, c_rows, p, su_l, sdt_l, sb_l, sc_l, mask_dl, mask_nl, A, bias, h0,
-                  SOFTPLUS: tl.constexpr):
+                  SOFTPLUS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
     """Load one block at sequence positions p and solve the recurrence in it from the state h0.
 
-    Returns u, delta', delta + bias (BLOCK_D, BLOCK_L), B, C (BLOCK_N, BLOCK_L), the drive x and the
-    states h (BLOCK_D, BLOCK_N, BLOCK_L), all fp32.
+    Returns u, delta', delta + bias (BLOCK_D, BLOCK_L); B, C per row; the drive x and the states
+    h (BLOCK_D * BLOCK_N, BLOCK_L); all fp32.
     """
     u = tl.load(u_rows + p * su_l, mask=mask_dl, other=0.0).to(tl.float32)
     delta, z = _load_delta(dt_rows + p * sdt_l, mask_dl, bias, SOFTPLUS)
-    bv = tl.load(b_rows + p * sb_l, mask=mask_nl, other=0.0).to(tl.float32)
-    cv = tl.load(c_rows + p * sc_l, mask=mask_nl, other=0.0).to(tl.float32)
-    a = tl.exp(delta[:, None, :] * A[:, :, None])
-    x = (delta * u)[:, None, :] * bv[None, :, :]
-    a_cum, hs = tl.associative_scan((a, x), axis=2, combine_fn=_combine)
-    return u, delta, z, bv, cv, x, hs + a_cum * h0[:, :, None]
+    bv = _state_rows(tl.load(b_rows + p * sb_l, mask=mask_nl, other=0.0).to(tl.float32), BLOCK_D, BLOCK_N)
+    cv = _state_rows(tl.load(c_rows + p * sc_l, mask=mask_nl, other=0.0).to(tl.float32), BLOCK_D, BLOCK_N)
+    a = tl.exp(_per_row(delta, BLOCK_D, BLOCK_N) * A[:, None])
+    x = _per_row(delta * u, BLOCK_D, BLOCK_N) * bv
+    a_cum, hs = tl.associative_scan((a, x), axis=1, combine_fn=_combine)
+    return u, delta, z, bv, cv, x, hs + a_cum * h0[:, None]
 
 
 @triton.jit
@@ -143,33 +187,35 @@ def _fwd_kernel(
 ):
     batch, k_first, k_end = _program_ids(n_groups, CROSS)
     batch = batch.to(tl.int64)
-    offs_d, mask_d, offs_n, mask_n, offs_l, n_blocks = _tile(group_dim, length, N, BLOCK_D, BLOCK_N, BLOCK_L)
-    mask_dn = mask_d[:, None] & mask_n[None, :]
+    offs_d, mask_d, row_d, row_n, mask_r, offs_n, offs_l, n_blocks = _tile(group_dim, length, N, BLOCK_D, BLOCK_N,
+                                                                           BLOCK_L)
+    mask_n = offs_n < N
 
     for k in range(k_first, k_end):
-        A, dskip, bias = _load_params(A_ptr, dskip_ptr, bias_ptr, k * group_dim + offs_d, mask_d, offs_n, mask_n,
-                                      N, HAS_D, HAS_BIAS)
+        A, dskip, bias = _load_params(A_ptr, dskip_ptr, bias_ptr, k, group_dim, offs_d, mask_d, row_d, row_n,
+                                      mask_r, N, HAS_D, HAS_BIAS)
         u_rows = _rows(u_ptr, batch, k, offs_d, su_b, su_k, su_d)
         dt_rows = _rows(dt_ptr, batch, k, offs_d, sdt_b, sdt_k, sdt_d)
         b_rows = _rows(b_ptr, batch, k, offs_n, sb_b, sb_k, sb_n)
         c_rows = _rows(c_ptr, batch, k, offs_n, sc_b, sc_k, sc_n)
         y_rows = _rows(y_ptr, batch, k, offs_d, sy_b, sy_k, sy_d)
-        carry = _carry_ptrs(carry_ptr, batch, k, n_groups, group_dim, n_blocks, offs_d, offs_n, N)
-        h = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+        carry = _carry_ptrs(carry_ptr, batch, k, n_groups, group_dim, n_blocks, row_d, row_n, N)
+        h = tl.zeros([BLOCK_D * BLOCK_N], dtype=tl.float32)
         for i in range(n_blocks):
-            tl.store(carry + i * N * group_dim, h, mask=mask_dn)
+            tl.store(carry + i * N * group_dim, h, mask=mask_r)
             t = i * BLOCK_L + offs_l
             mask_t = t < length
             p = _pixel(t, k, length, height, width, CROSS)[None, :]
             mask_dl = mask_d[:, None] & mask_t[None, :]
             u, _, _, _, cv, _, hs = _block_states(u_rows, dt_rows, b_rows, c_rows, p, su_l, sdt_l, sb_l, sc_l,
-                                                  mask_dl, mask_n[:, None] & mask_t[None, :], A, bias, h, SOFTPLUS)
-            y = tl.sum(hs * cv[None, :, :], axis=1) + dskip[:, None] * u
+                                                  mask_dl, mask_n[:, None] & mask_t[None, :], A, bias, h, SOFTPLUS,
+                                                  BLOCK_D, BLOCK_N)
+            y = _sum_states(hs * cv, BLOCK_D, BLOCK_N) + dskip[:, None] * u
             y_ptrs = y_rows + p * sy_l
             if CROSS:  # the directions after the first add to what is there
-                y += tl.load(y_ptrs, mask=mask_dl & (k > 0), other=0.0)
+                y += tl.load(y_ptrs, mask=mask_dl & (k > 0), other=0.0, cache_modifier=".cg")
             tl.store(y_ptrs, y, mask=mask_dl)
-            h = tl.sum(tl.where(offs_l[None, None, :] == BLOCK_L - 1, hs, 0.0), axis=2)
+            h = tl.sum(tl.where(offs_l[None, :] == BLOCK_L - 1, hs, 0.0), axis=1)
         if CROSS:  # the next direction reads what other threads of this program wrote
             tl.debug_barrier()
 
@@ -200,12 +246,13 @@ def _bwd_kernel(
     """
     batch, k_first, k_end = _program_ids(n_groups, CROSS)
     batch = batch.to(tl.int64)
-    offs_d, mask_d, offs_n, mask_n, offs_l, n_blocks = _tile(group_dim, length, N, BLOCK_D, BLOCK_N, BLOCK_L)
-    mask_dn = mask_d[:, None] & mask_n[None, :]
+    offs_d, mask_d, row_d, row_n, mask_r, offs_n, offs_l, n_blocks = _tile(group_dim, length, N, BLOCK_D, BLOCK_N,
+                                                                           BLOCK_L)
+    mask_n = offs_n < N
 
     for k in range(k_first, k_end):
-        chan = k * group_dim + offs_d
-        A, dskip, bias = _load_params(A_ptr, dskip_ptr, bias_ptr, chan, mask_d, offs_n, mask_n, N, HAS_D, HAS_BIAS)
+        A, dskip, bias = _load_params(A_ptr, dskip_ptr, bias_ptr, k, group_dim, offs_d, mask_d, row_d, row_n,
+                                      mask_r, N, HAS_D, HAS_BIAS)
         u_rows = _rows(u_ptr, batch, k, offs_d, su_b, su_k, su_d)
         dt_rows = _rows(dt_ptr, batch, k, offs_d, sdt_b, sdt_k, sdt_d)
         b_rows = _rows(b_ptr, batch, k, offs_n, sb_b, sb_k, sb_n)
@@ -214,10 +261,10 @@ def _bwd_kernel(
         du_rows = _rows(du_ptr, batch, k, offs_d, sdu_b, sdu_k, sdu_d)
         ddt_rows = _rows(ddt_ptr, batch, k, offs_d, sddt_b, sddt_k, sddt_d)
         part_rows = _rows(tl.program_id(0).to(tl.int64) * sp_blk, batch, k, offs_n, sp_b, sp_k, sp_n)
-        carry = _carry_ptrs(carry_ptr, batch, k, n_groups, group_dim, n_blocks, offs_d, offs_n, N)
+        carry = _carry_ptrs(carry_ptr, batch, k, n_groups, group_dim, n_blocks, row_d, row_n, N)
 
-        g = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)  # g at the first step of the next block
-        dA = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+        g = tl.zeros([BLOCK_D * BLOCK_N], dtype=tl.float32)  # g at the first step of the next block
+        dA = tl.zeros([BLOCK_D * BLOCK_N], dtype=tl.float32)
         dskip_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
         dbias_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
         for j in range(n_blocks):
@@ -228,42 +275,44 @@ def _bwd_kernel(
             p_next = _pixel(t + 1, k, length, height, width, CROSS)[None, :]
             mask_dl = mask_d[:, None] & mask_t[None, :]
             mask_nl = mask_n[:, None] & mask_t[None, :]
-            h0 = tl.load(carry + i * N * group_dim, mask=mask_dn, other=0.0)
+            h0 = tl.load(carry + i * N * group_dim, mask=mask_r, other=0.0)
             u, delta, z, bv, cv, x, hs = _block_states(u_rows, dt_rows, b_rows, c_rows, p, su_l, sdt_l, sb_l, sc_l,
-                                                       mask_dl, mask_nl, A, bias, h0, SOFTPLUS)
+                                                       mask_dl, mask_nl, A, bias, h0, SOFTPLUS, BLOCK_D, BLOCK_N)
             delta_next, _ = _load_delta(dt_rows + p_next * sdt_l, mask_d[:, None] & (t + 1 < length)[None, :],
                                         bias, SOFTPLUS)
             dy = tl.load(dy_rows + p * sdy_l, mask=mask_dl, other=0.0).to(tl.float32)
 
             # g_t = a_{t+1} g_{t+1} + C_t dy_t, backwards, from the next block's first g
-            a_next = tl.exp(delta_next[:, None, :] * A[:, :, None])
-            g_cum, gs = tl.associative_scan((a_next, cv[None, :, :] * dy[:, None, :]), axis=2,
+            a_next = tl.exp(_per_row(delta_next, BLOCK_D, BLOCK_N) * A[:, None])
+            g_cum, gs = tl.associative_scan((a_next, cv * _per_row(dy, BLOCK_D, BLOCK_N)), axis=1,
                                             combine_fn=_combine, reverse=True)
-            gs = gs + g_cum * g[:, :, None]
-            g = tl.sum(tl.where(offs_l[None, None, :] == 0, gs, 0.0), axis=2)
+            gs = gs + g_cum * g[:, None]
+            g = tl.sum(tl.where(offs_l[None, :] == 0, gs, 0.0), axis=1)
 
             g_decay = gs * (hs - x)  # g_t a_t h_{t-1}
-            g_b = tl.sum(gs * bv[None, :, :], axis=1)
+            g_b = _sum_states(gs * bv, BLOCK_D, BLOCK_N)
             du = g_b * delta + dskip[:, None] * dy
-            ddelta = g_b * u + tl.sum(g_decay * A[:, :, None], axis=1)
+            ddelta = g_b * u + _sum_states(g_decay * A[:, None], BLOCK_D, BLOCK_N)
             if SOFTPLUS:
                 ddelta = ddelta * _softplus_grad(z)
             ddelta = tl.where(mask_dl, ddelta, 0.0)
-            dA += tl.sum(g_decay * delta[:, None, :], axis=2)
+            dA += tl.sum(g_decay * _per_row(delta, BLOCK_D, BLOCK_N), axis=1)
             dskip_acc += tl.sum(dy * u, axis=1)
             dbias_acc += tl.sum(ddelta, axis=1)
 
             du_ptrs = du_rows + p * sdu_l
             if CROSS:  # the directions after the first add to what is there
-                du += tl.load(du_ptrs, mask=mask_dl & (k > 0), other=0.0)
+                du += tl.load(du_ptrs, mask=mask_dl & (k > 0), other=0.0, cache_modifier=".cg")
             tl.store(du_ptrs, du, mask=mask_dl)
             tl.store(ddt_rows + p * sddt_l, ddelta, mask=mask_dl)
-            tl.store(db_ptr + part_rows + p * sp_l, tl.sum(gs * (delta * u)[:, None, :], axis=0), mask=mask_nl)
-            tl.store(dc_ptr + part_rows + p * sp_l, tl.sum(hs * dy[:, None, :], axis=0), mask=mask_nl)
+            db = _sum_channels(gs * _per_row(delta * u, BLOCK_D, BLOCK_N), BLOCK_D, BLOCK_N)
+            tl.store(db_ptr + part_rows + p * sp_l, db, mask=mask_nl)
+            dc = _sum_channels(hs * _per_row(dy, BLOCK_D, BLOCK_N), BLOCK_D, BLOCK_N)
+            tl.store(dc_ptr + part_rows + p * sp_l, dc, mask=mask_nl)
 
-        stat = batch * n_groups * group_dim + chan  # (batch, channel) of the (B, K*D) partial sums
-        tl.store(dA_ptr + stat[:, None] * N + offs_n[None, :], dA, mask=mask_dn)
-        tl.store(dskip_grad_ptr + stat, dskip_acc, mask=mask_d)
-        tl.store(dbias_ptr + stat, dbias_acc, mask=mask_d)
+        stat = batch * n_groups * group_dim + k * group_dim  # (batch, channel) of the (B, K*D) partial sums
+        tl.store(dA_ptr + (stat + row_d) * N + row_n, dA, mask=mask_r)
+        tl.store(dskip_grad_ptr + stat + offs_d, dskip_acc, mask=mask_d)
+        tl.store(dbias_ptr + stat + offs_d, dbias_acc, mask=mask_d)
         if CROSS:  # the next direction reads what other threads of this program wrote
             tl.debug_barrier()

@@ -29,15 +29,19 @@ _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 @dataclass(frozen=True)
 class Tuning:
-    """Tile sizes and warps. ``None`` picks the default for the shape; set fields to tune, e.g.
-    ``triton_scan.tuning = Tuning(block_l=128)``. ``block_l`` is shared by forward and backward
-    (it is the checkpoint stride); the product block_d * next_pow2(N) * block_l is one tile."""
+    """Tile sizes, warps and the backward's register cap; ``None`` picks the default for the shape.
+
+    Set fields to tune, e.g. ``triton_scan.tuning = Tuning(block_l=256)``. ``block_l`` is shared by
+    forward and backward (it is the checkpoint stride); a tile is block_d * next_pow2(N) rows by
+    block_l steps. ``bwd_maxnreg=0`` lifts the register cap.
+    """
 
     block_l: int | None = None
     fwd_block_d: int | None = None
     bwd_block_d: int | None = None
     fwd_warps: int | None = None
     bwd_warps: int | None = None
+    bwd_maxnreg: int | None = None
 
 
 tuning = Tuning()
@@ -51,26 +55,33 @@ class _Launch:
     fwd_warps: int
     bwd_block_d: int
     bwd_warps: int
+    bwd_maxnreg: int | None
 
 
 def _launch_config(state: int, length: int, group_dim: int, cross: bool) -> _Launch:
     block_n = triton.next_power_of_2(state)
     dims = triton.next_power_of_2(group_dim)
     if _INTERPRET:  # the interpreter scans element by element in Python: keep tiles small
-        block_l = tuning.block_l or min(16, max(triton.next_power_of_2(length), 1))
+        block_l = tuning.block_l or min(16, triton.next_power_of_2(length))
         fwd_d = bwd_d = min(dims, 4)
-        fwd_w = bwd_w = 1
+        maxnreg = None
     else:
-        # ~2048-element tiles forward, half that backward (it keeps about twice as many live);
-        # channel-last (cross) tiles keep >= 8 channels so each row is a full 32-byte sector.
-        block_l = tuning.block_l or max(16, min(triton.next_power_of_2(length), 256 // block_n, 256))
-        floor = 8 if cross else 1
-        fwd_d = min(dims, max(floor, 2048 // (block_n * block_l)))
-        bwd_d = min(dims, max(floor, 1024 // (block_n * block_l)))
-        fwd_w, bwd_w = 4, 8
+        # 128-step blocks, ~1024-value tiles (8 per thread with 4 warps). Channel-last (cross)
+        # tiles keep >= 8 channels, so that each pixel's row is a full 32-byte sector. With N = 1
+        # the backward wants ~170 registers; a cap of 168 lets 3 CTAs of 4 warps share an SM.
+        block_l = tuning.block_l or max(16, min(triton.next_power_of_2(length), 128))
+        fwd_d = bwd_d = min(dims, max(8 if cross else 1, 1024 // (block_l * block_n)))
+        maxnreg = 168 if block_n == 1 else None
     fwd_d = tuning.fwd_block_d or fwd_d
     bwd_d = tuning.bwd_block_d or bwd_d
-    return _Launch(block_n, block_l, fwd_d, tuning.fwd_warps or fwd_w, bwd_d, tuning.bwd_warps or bwd_w)
+
+    def warps(block_d: int) -> int:
+        return 1 if _INTERPRET else (4 if block_d * block_n * block_l <= 1024 else 8)
+
+    if tuning.bwd_maxnreg is not None:
+        maxnreg = tuning.bwd_maxnreg or None
+    return _Launch(block_n, block_l, fwd_d, tuning.fwd_warps or warps(fwd_d), bwd_d,
+                   tuning.bwd_warps or warps(bwd_d), maxnreg)
 
 
 def _alloc(shape, device: torch.device, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -185,6 +196,7 @@ def _backward(pb: _Problem, dy, u, delta, A, B, C, D, bias, carry):
         *pb.seq_strides(dy), *pb.seq_strides(du), *pb.seq_strides(ddelta), *part_strides,
         N=pb.state, CROSS=pb.cross, SOFTPLUS=pb.softplus, HAS_D=D is not None, HAS_BIAS=bias is not None,
         BLOCK_D=lc.bwd_block_d, BLOCK_N=lc.block_n, BLOCK_L=lc.block_l, num_warps=lc.bwd_warps,
+        **({"maxnreg": lc.bwd_maxnreg} if lc.bwd_maxnreg else {}),
     )
     dB = dB[0] if n_dblocks == 1 else dB.sum(0)
     dC = dC[0] if n_dblocks == 1 else dC.sum(0)
