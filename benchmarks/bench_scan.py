@@ -34,7 +34,7 @@ TOL_OUT, TOL_GRAD = 1e-5, {torch.float32: 1e-4, torch.bfloat16: 1e-2}
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--small", action="store_true", help="tiny shapes (a smoke test, e.g. on CPU in interpret mode)")
+    parser.add_argument("--small", action="store_true", help="tiny shapes: a smoke test (on CPU: interpret mode)")
     parser.add_argument("--out", type=Path, help="write all numbers to this JSON file")
     parser.add_argument("--sweep", action="store_true", help="also time a few tile configurations")
     return parser.parse_args()
@@ -111,8 +111,9 @@ def ss2d_unfused(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds):
     x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, x_proj_weight)
     dts, Bs, Cs = x_dbl.split([rank, state, state], dim=2)
     dts = torch.einsum("bkrl,kdr->bkdl", dts, dt_projs_weight)
-    ys = selective_scan_triton(xs.reshape(batch, -1, length), dts.reshape(batch, -1, length), -torch.exp(A_logs.float()),
-                               Bs, Cs, Ds, dt_projs_bias.reshape(-1), True)
+    A = -torch.exp(A_logs.float())
+    ys = selective_scan_triton(xs.reshape(batch, -1, length), dts.reshape(batch, -1, length), A, Bs, Cs, Ds,
+                               dt_projs_bias.reshape(-1), True)
     return cross_merge(ys.view(batch, 4, dim, length), height, width).view(batch, dim, height, width)
 
 
@@ -185,10 +186,11 @@ def main() -> int:
         "scan_shape": scan_shape,
         "ss2d_shape": ss2d_shape,
         "launch": {
-            "scan": asdict(triton_scan._launch_config(scan_shape["state"], scan_shape["length"],
-                                                      scan_shape["group_dim"], cross=False)),
-            "ss2d": asdict(triton_scan._launch_config(ss2d_shape["state"], ss2d_shape["height"] * ss2d_shape["width"],
-                                                      ss2d_shape["dim"], cross=True)),
+            "scan": asdict(triton_scan._launch_config(scan_shape["batch"], scan_shape["state"], scan_shape["length"],
+                                                      scan_shape["group_dim"], False, device)),
+            "ss2d": asdict(triton_scan._launch_config(ss2d_shape["batch"], ss2d_shape["state"],
+                                                      ss2d_shape["height"] * ss2d_shape["width"], ss2d_shape["dim"],
+                                                      True, device)),
         },
         "errors": {},
         "ms": {},
@@ -218,7 +220,7 @@ def main() -> int:
         fwd, fwd_bwd = time_pair(fn, inputs, autocast)
         report["ms"][name] = {"fwd": fwd, "fwd_bwd": fwd_bwd}
         rows.append((name, fwd, fwd_bwd))
-        print(f"  {name:<36} fwd {fwd:8.3f}  fwd+bwd {fwd_bwd:8.3f}")
+        print(f"  {name:<40} fwd {fwd:8.3f}  fwd+bwd {fwd_bwd:8.3f}", flush=True)
 
     for tag, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         inputs = scan_inputs(scan_shape, dtype, device)
@@ -247,27 +249,27 @@ def main() -> int:
 
 
 def sweep(triton_scan, scan_shape, ss2d_in, device, report, record) -> None:
-    """Time a few tile configurations: Tuning(block_l, fwd_block_d, bwd_block_d, fwd_warps, bwd_warps,
-    bwd_maxnreg); the first of each list is the default, maxnreg 0 lifts the register cap."""
-    configs = [
-        (128, 8, 8, 4, 4, None), (128, 8, 8, 4, 4, 0), (128, 4, 4, 4, 4, None), (64, 16, 16, 4, 4, None),
-        (256, 4, 4, 4, 4, None), (256, 8, 4, 8, 4, None), (512, 2, 2, 4, 4, None),
+    """Time a few launch configurations (``triton_scan.Tuning`` fields); the first row is the default."""
+    scan_configs = [
+        {}, dict(prefetch=False), dict(bwd_maxnreg=0), dict(fwd_maxnreg=128), dict(fwd_block_d=4, bwd_block_d=4),
+        dict(block_l=64, fwd_block_d=16, bwd_block_d=16), dict(block_l=256, fwd_block_d=4, bwd_block_d=4),
+        dict(block_l=256, fwd_block_d=8, bwd_block_d=4, fwd_warps=8),
     ]
     cross_configs = [
-        (128, 8, 8, 4, 4, None), (128, 8, 8, 4, 4, 0), (128, 4, 4, 4, 4, None), (64, 16, 16, 4, 4, None),
-        (256, 4, 4, 4, 4, None), (256, 8, 8, 4, 8, None),
+        {}, dict(prefetch=False), dict(cross_dirs=4), dict(cross_dirs=2), dict(cross_dirs=1),
+        dict(fwd_maxnreg=168), dict(bwd_maxnreg=0), dict(fwd_block_d=4, bwd_block_d=4),
+        dict(block_l=256, fwd_warps=8, bwd_warps=8, bwd_maxnreg=0), dict(block_l=64, fwd_block_d=16, bwd_block_d=16),
     ]
     inputs = scan_inputs(scan_shape, torch.float32, device)
     try:
-        for cfg in configs:
-            triton_scan.tuning = triton_scan.Tuning(*cfg)
-            record(f"sweep scan fp32 {cfg}", triton_scan.selective_scan_triton, inputs)
+        for cfg in scan_configs:
+            triton_scan.tuning = triton_scan.Tuning(**cfg)
+            record(f"sweep scan fp32 {cfg or 'default'}", triton_scan.selective_scan_triton, inputs)
         for cfg in cross_configs:
-            triton_scan.tuning = triton_scan.Tuning(*cfg)
-            record(f"sweep ss2d bf16 {cfg}", triton_scan.ss2d_scan_triton, ss2d_in, True)
+            triton_scan.tuning = triton_scan.Tuning(**cfg)
+            record(f"sweep ss2d bf16 {cfg or 'default'}", triton_scan.ss2d_scan_triton, ss2d_in, True)
     finally:
         triton_scan.tuning = triton_scan.Tuning()
-    report["sweep_fields"] = ["block_l", "fwd_block_d", "bwd_block_d", "fwd_warps", "bwd_warps", "bwd_maxnreg"]
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ DEVICE = torch.device("cuda" if ON_GPU else "cpu")
 gpu_only = pytest.mark.skipif(not ON_GPU, reason="needs a CUDA device")
 
 # The default block length here (16 in the interpreter, 256 compiled): "3 blocks" is 2 blocks and a bit.
-BLOCK_L = triton_scan._launch_config(1, 1 << 20, 64, cross=False).block_l
+BLOCK_L = triton_scan._launch_config(1, 1, 1 << 20, 64, False, DEVICE).block_l
 LENGTHS = {"L=1": 1, "L=7": 7, "L=63": 63, "L=3blocks": 2 * BLOCK_L + 5}
 # norm-relative error allowed for an output or gradient of this dtype (fp32 state and accumulation
 # throughout: the low-precision cases only round the returned gradients)
@@ -139,8 +139,9 @@ def test_scan_strided_inputs():
 
 
 def test_scan_other_tiles(monkeypatch):
-    # tile shapes other than the default: channel blocks of 2 and 8, a longer block
-    monkeypatch.setattr(triton_scan, "tuning", triton_scan.Tuning(block_l=32, fwd_block_d=8, bwd_block_d=2))
+    # tile shapes other than the default: channel blocks of 2 and 8, a longer block, no prefetch
+    monkeypatch.setattr(triton_scan, "tuning",
+                        triton_scan.Tuning(block_l=32, fwd_block_d=8, bwd_block_d=2, prefetch=False))
     check_scan(scan_inputs(state=2, group_dim=11, length=70))
 
 
@@ -201,6 +202,17 @@ def test_ss2d(hw):
 @pytest.mark.parametrize("state", [2, 4], ids=lambda n: f"N={n}")
 def test_ss2d_states(state):
     check_ss2d(ss2d_inputs(height=4, width=9, dim=5, state=state))
+
+
+SPLITS = {"dirs=2": dict(cross_dirs=2), "dirs=1": dict(cross_dirs=1), "no-prefetch": dict(prefetch=False)}
+
+
+@pytest.mark.parametrize("tune", SPLITS.values(), ids=SPLITS.keys())
+def test_ss2d_launch_variants(tune, monkeypatch):
+    # the 4 directions split over 2 or 4 programs per channel block (summed slots), and the
+    # forward without prefetching
+    monkeypatch.setattr(triton_scan, "tuning", triton_scan.Tuning(**tune))
+    check_ss2d(ss2d_inputs(height=5, width=4, dim=5, state=2))
 
 
 def test_ss2d_matches_torch_backend():

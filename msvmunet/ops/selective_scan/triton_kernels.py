@@ -1,7 +1,8 @@
 """Triton kernels of the selective scan: forward and backward, plain or cross-scan (SS2D) indexing.
 
-One program owns one batch element and ``BLOCK_D`` channels of one direction (plain scan) or of
-all four directions in turn (``CROSS``), and walks the sequence in blocks of ``BLOCK_L`` steps:
+One program owns one batch element and ``BLOCK_D`` channels of one direction (plain scan), or of
+``DIRS`` of the four directions in turn (``CROSS``), and walks the sequence in blocks of
+``BLOCK_L`` steps:
 
 * the state is a (BLOCK_D * BLOCK_N, BLOCK_L) tile whose row d * BLOCK_N + n is state n of
   channel d; the recurrence h_t = a_t h_{t-1} + x_t is solved inside a block by
@@ -12,8 +13,8 @@ all four directions in turn (``CROSS``), and walks the sequence in blocks of ``B
   checkpoint: the backward recomputes h inside a block from it instead of storing all of h;
 * ``CROSS``: the input is a channel-last map (B, L = H*W, D) read in pixel order; step t of
   direction k reads pixel ``_pixel(t, k)`` (row-major, column-major, both reversed), so loads
-  are contiguous along D whatever the direction. The four directions' outputs are summed into
-  one (B, L, D) buffer by the same program, in a fixed order: no atomics, bitwise deterministic.
+  are contiguous along D whatever the direction. A program adds its directions' outputs into
+  its own output slot (B, L, D) in a fixed order: no atomics, bitwise deterministic.
 
 Strides are passed for every tensor as (batch, group, channel-or-state, step); a channel-last
 input has group stride 0 and step stride D.
@@ -57,13 +58,18 @@ def _pixel(t, k, length, height, width, CROSS: tl.constexpr):
 
 
 @triton.jit
-def _program_ids(n_groups, CROSS: tl.constexpr):
-    """(batch, first direction, one past the last direction) of this program."""
+def _program_ids(n_groups, CROSS: tl.constexpr, DIRS: tl.constexpr):
+    """(batch, output slot, first direction, one past the last direction) of this program.
+
+    CROSS: the programs of one batch element split the 4 directions into groups of DIRS; each
+    group sums its directions into its own output slot (summed by the launcher if DIRS < 4).
+    """
     pid = tl.program_id(1)
     if CROSS:
-        return pid, 0, 4
+        slot = pid % (4 // DIRS)
+        return pid // (4 // DIRS), slot, slot * DIRS, slot * DIRS + DIRS
     else:
-        return pid // n_groups, pid % n_groups, pid % n_groups + 1
+        return pid // n_groups, 0, pid % n_groups, pid % n_groups + 1
 
 
 @triton.jit
@@ -132,14 +138,13 @@ def _load_params(A_ptr, dskip_ptr, bias_ptr, k, group_dim, offs_d, mask_d, row_d
 
 
 @triton.jit
-def _load_delta(ptrs, mask, bias, SOFTPLUS: tl.constexpr):
-    """(delta', delta + bias) of a (BLOCK_D, BLOCK_L) tile; delta' is 0 where masked, so a = 1, x = 0."""
-    z = tl.load(ptrs, mask=mask, other=0.0).to(tl.float32) + bias[:, None]
+def _delta(z, mask, SOFTPLUS: tl.constexpr):
+    """delta' from delta + bias; 0 where masked, so that a = 1 and x = 0 there."""
     if SOFTPLUS:
         delta = _softplus(z)
     else:
         delta = z
-    return tl.where(mask, delta, 0.0), z
+    return tl.where(mask, delta, 0.0)
 
 
 @triton.jit
@@ -156,17 +161,25 @@ def _carry_ptrs(carry_ptr, batch, k, n_groups, group_dim, n_blocks, row_d, row_n
 
 
 @triton.jit
-def _block_states(u_rows, dt_rows, b_rows, c_rows, p, su_l, sdt_l, sb_l, sc_l, mask_dl, mask_nl, A, bias, h0,
-                  SOFTPLUS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
-    """Load one block at sequence positions p and solve the recurrence in it from the state h0.
+def _load_block(u_rows, dt_rows, b_rows, c_rows, p, su_l, sdt_l, sb_l, sc_l, mask_dl, mask_nl):
+    """The raw tiles of one block at sequence positions p: u, delta (BLOCK_D, BLOCK_L), B, C (BLOCK_N, BLOCK_L)."""
+    return (tl.load(u_rows + p * su_l, mask=mask_dl, other=0.0), tl.load(dt_rows + p * sdt_l, mask=mask_dl, other=0.0),
+            tl.load(b_rows + p * sb_l, mask=mask_nl, other=0.0), tl.load(c_rows + p * sc_l, mask=mask_nl, other=0.0))
+
+
+@triton.jit
+def _solve_block(u, dt, bv, cv, mask_dl, A, bias, h0, SOFTPLUS: tl.constexpr, BLOCK_D: tl.constexpr,
+                 BLOCK_N: tl.constexpr):
+    """Solve the recurrence in one block from the state h0, given its raw tiles.
 
     Returns u, delta', delta + bias (BLOCK_D, BLOCK_L); B, C per row; the drive x and the states
     h (BLOCK_D * BLOCK_N, BLOCK_L); all fp32.
     """
-    u = tl.load(u_rows + p * su_l, mask=mask_dl, other=0.0).to(tl.float32)
-    delta, z = _load_delta(dt_rows + p * sdt_l, mask_dl, bias, SOFTPLUS)
-    bv = _state_rows(tl.load(b_rows + p * sb_l, mask=mask_nl, other=0.0).to(tl.float32), BLOCK_D, BLOCK_N)
-    cv = _state_rows(tl.load(c_rows + p * sc_l, mask=mask_nl, other=0.0).to(tl.float32), BLOCK_D, BLOCK_N)
+    u = u.to(tl.float32)
+    z = dt.to(tl.float32) + bias[:, None]
+    delta = _delta(z, mask_dl, SOFTPLUS)
+    bv = _state_rows(bv.to(tl.float32), BLOCK_D, BLOCK_N)
+    cv = _state_rows(cv.to(tl.float32), BLOCK_D, BLOCK_N)
     a = tl.exp(_per_row(delta, BLOCK_D, BLOCK_N) * A[:, None])
     x = _per_row(delta * u, BLOCK_D, BLOCK_N) * bv
     a_cum, hs = tl.associative_scan((a, x), axis=1, combine_fn=_combine)
@@ -181,11 +194,14 @@ def _fwd_kernel(
     sdt_b, sdt_k, sdt_d, sdt_l,
     sb_b, sb_k, sb_n, sb_l,
     sc_b, sc_k, sc_n, sc_l,
-    sy_b, sy_k, sy_d, sy_l,
-    N: tl.constexpr, CROSS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr,
-    HAS_BIAS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
+    sy_slot, sy_b, sy_k, sy_d, sy_l,
+    N: tl.constexpr, CROSS: tl.constexpr, DIRS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr,
+    HAS_BIAS: tl.constexpr, PREFETCH: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_L: tl.constexpr,
 ):
-    batch, k_first, k_end = _program_ids(n_groups, CROSS)
+    """y and the block checkpoints. PREFETCH: the loads of block i + 1 are issued before block i is
+    solved, so that their latency overlaps the scan."""
+    batch, slot, k_first, k_end = _program_ids(n_groups, CROSS, DIRS)
     batch = batch.to(tl.int64)
     offs_d, mask_d, row_d, row_n, mask_r, offs_n, offs_l, n_blocks = _tile(group_dim, length, N, BLOCK_D, BLOCK_N,
                                                                            BLOCK_L)
@@ -198,22 +214,37 @@ def _fwd_kernel(
         dt_rows = _rows(dt_ptr, batch, k, offs_d, sdt_b, sdt_k, sdt_d)
         b_rows = _rows(b_ptr, batch, k, offs_n, sb_b, sb_k, sb_n)
         c_rows = _rows(c_ptr, batch, k, offs_n, sc_b, sc_k, sc_n)
-        y_rows = _rows(y_ptr, batch, k, offs_d, sy_b, sy_k, sy_d)
+        y_rows = _rows(y_ptr + slot * sy_slot, batch, k, offs_d, sy_b, sy_k, sy_d)
         carry = _carry_ptrs(carry_ptr, batch, k, n_groups, group_dim, n_blocks, row_d, row_n, N)
         h = tl.zeros([BLOCK_D * BLOCK_N], dtype=tl.float32)
+        if PREFETCH:
+            mask_t = offs_l < length
+            p = _pixel(offs_l, k, length, height, width, CROSS)[None, :]
+            u_n, dt_n, b_n, c_n = _load_block(u_rows, dt_rows, b_rows, c_rows, p, su_l, sdt_l, sb_l, sc_l,
+                                              mask_d[:, None] & mask_t[None, :], mask_n[:, None] & mask_t[None, :])
         for i in range(n_blocks):
             tl.store(carry + i * N * group_dim, h, mask=mask_r)
             t = i * BLOCK_L + offs_l
             mask_t = t < length
             p = _pixel(t, k, length, height, width, CROSS)[None, :]
             mask_dl = mask_d[:, None] & mask_t[None, :]
-            u, _, _, _, cv, _, hs = _block_states(u_rows, dt_rows, b_rows, c_rows, p, su_l, sdt_l, sb_l, sc_l,
-                                                  mask_dl, mask_n[:, None] & mask_t[None, :], A, bias, h, SOFTPLUS,
-                                                  BLOCK_D, BLOCK_N)
-            y = _sum_states(hs * cv, BLOCK_D, BLOCK_N) + dskip[:, None] * u
             y_ptrs = y_rows + p * sy_l
-            if CROSS:  # the directions after the first add to what is there
-                y += tl.load(y_ptrs, mask=mask_dl & (k > 0), other=0.0, cache_modifier=".cg")
+            if CROSS:  # the directions after the first of this slot add to what is there
+                y_old = tl.load(y_ptrs, mask=tl.where(k > k_first, mask_dl, False), other=0.0, cache_modifier=".cg")
+            if PREFETCH:
+                u, dt, bv, cv = u_n, dt_n, b_n, c_n
+                t_n = t + BLOCK_L
+                p_n = _pixel(t_n, k, length, height, width, CROSS)[None, :]
+                u_n, dt_n, b_n, c_n = _load_block(u_rows, dt_rows, b_rows, c_rows, p_n, su_l, sdt_l, sb_l, sc_l,
+                                                  mask_d[:, None] & (t_n < length)[None, :],
+                                                  mask_n[:, None] & (t_n < length)[None, :])
+            else:
+                u, dt, bv, cv = _load_block(u_rows, dt_rows, b_rows, c_rows, p, su_l, sdt_l, sb_l, sc_l,
+                                            mask_dl, mask_n[:, None] & mask_t[None, :])
+            u, _, _, _, cv, _, hs = _solve_block(u, dt, bv, cv, mask_dl, A, bias, h, SOFTPLUS, BLOCK_D, BLOCK_N)
+            y = _sum_states(hs * cv, BLOCK_D, BLOCK_N) + dskip[:, None] * u
+            if CROSS:
+                y += y_old
             tl.store(y_ptrs, y, mask=mask_dl)
             h = tl.sum(tl.where(offs_l[None, :] == BLOCK_L - 1, hs, 0.0), axis=1)
         if CROSS:  # the next direction reads what other threads of this program wrote
@@ -230,10 +261,10 @@ def _bwd_kernel(
     sb_b, sb_k, sb_n, sb_l,
     sc_b, sc_k, sc_n, sc_l,
     sdy_b, sdy_k, sdy_d, sdy_l,
-    sdu_b, sdu_k, sdu_d, sdu_l,
+    sdu_slot, sdu_b, sdu_k, sdu_d, sdu_l,
     sddt_b, sddt_k, sddt_d, sddt_l,
     sp_blk, sp_b, sp_k, sp_n, sp_l,
-    N: tl.constexpr, CROSS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr,
+    N: tl.constexpr, CROSS: tl.constexpr, DIRS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr,
     HAS_BIAS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
     """Gradients of one program's channels, walking the blocks from the last to the first.
@@ -244,7 +275,7 @@ def _bwd_kernel(
     a_t h_{t-1} = h_t - x_t (no division by a decay). dB, dC are summed over this program's
     channels into partial buffers (one per channel block); dA, dD, d_bias per (batch, channel).
     """
-    batch, k_first, k_end = _program_ids(n_groups, CROSS)
+    batch, slot, k_first, k_end = _program_ids(n_groups, CROSS, DIRS)
     batch = batch.to(tl.int64)
     offs_d, mask_d, row_d, row_n, mask_r, offs_n, offs_l, n_blocks = _tile(group_dim, length, N, BLOCK_D, BLOCK_N,
                                                                            BLOCK_L)
@@ -258,7 +289,7 @@ def _bwd_kernel(
         b_rows = _rows(b_ptr, batch, k, offs_n, sb_b, sb_k, sb_n)
         c_rows = _rows(c_ptr, batch, k, offs_n, sc_b, sc_k, sc_n)
         dy_rows = _rows(dy_ptr, batch, k, offs_d, sdy_b, sdy_k, sdy_d)
-        du_rows = _rows(du_ptr, batch, k, offs_d, sdu_b, sdu_k, sdu_d)
+        du_rows = _rows(du_ptr + slot * sdu_slot, batch, k, offs_d, sdu_b, sdu_k, sdu_d)
         ddt_rows = _rows(ddt_ptr, batch, k, offs_d, sddt_b, sddt_k, sddt_d)
         part_rows = _rows(tl.program_id(0).to(tl.int64) * sp_blk, batch, k, offs_n, sp_b, sp_k, sp_n)
         carry = _carry_ptrs(carry_ptr, batch, k, n_groups, group_dim, n_blocks, row_d, row_n, N)
@@ -276,10 +307,11 @@ def _bwd_kernel(
             mask_dl = mask_d[:, None] & mask_t[None, :]
             mask_nl = mask_n[:, None] & mask_t[None, :]
             h0 = tl.load(carry + i * N * group_dim, mask=mask_r, other=0.0)
-            u, delta, z, bv, cv, x, hs = _block_states(u_rows, dt_rows, b_rows, c_rows, p, su_l, sdt_l, sb_l, sc_l,
-                                                       mask_dl, mask_nl, A, bias, h0, SOFTPLUS, BLOCK_D, BLOCK_N)
-            delta_next, _ = _load_delta(dt_rows + p_next * sdt_l, mask_d[:, None] & (t + 1 < length)[None, :],
-                                        bias, SOFTPLUS)
+            u, dt, bv, cv = _load_block(u_rows, dt_rows, b_rows, c_rows, p, su_l, sdt_l, sb_l, sc_l, mask_dl, mask_nl)
+            u, delta, z, bv, cv, x, hs = _solve_block(u, dt, bv, cv, mask_dl, A, bias, h0, SOFTPLUS, BLOCK_D, BLOCK_N)
+            mask_next = mask_d[:, None] & (t + 1 < length)[None, :]
+            dt_next = tl.load(dt_rows + p_next * sdt_l, mask=mask_next, other=0.0).to(tl.float32)
+            delta_next = _delta(dt_next + bias[:, None], mask_next, SOFTPLUS)
             dy = tl.load(dy_rows + p * sdy_l, mask=mask_dl, other=0.0).to(tl.float32)
 
             # g_t = a_{t+1} g_{t+1} + C_t dy_t, backwards, from the next block's first g
@@ -301,8 +333,8 @@ def _bwd_kernel(
             dbias_acc += tl.sum(ddelta, axis=1)
 
             du_ptrs = du_rows + p * sdu_l
-            if CROSS:  # the directions after the first add to what is there
-                du += tl.load(du_ptrs, mask=mask_dl & (k > 0), other=0.0, cache_modifier=".cg")
+            if CROSS:  # the directions after the first of this slot add to what is there
+                du += tl.load(du_ptrs, mask=tl.where(k > k_first, mask_dl, False), other=0.0, cache_modifier=".cg")
             tl.store(du_ptrs, du, mask=mask_dl)
             tl.store(ddt_rows + p * sddt_l, ddelta, mask=mask_dl)
             db = _sum_channels(gs * _per_row(delta * u, BLOCK_D, BLOCK_N), BLOCK_D, BLOCK_N)
