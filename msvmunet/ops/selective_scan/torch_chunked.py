@@ -142,6 +142,24 @@ def selective_scan_torch(
     return y.permute(1, 2, 3, 0).reshape(batch, channels, length)
 
 
+def ss2d_projections(
+    x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The per-pixel projections of SS2D, once in pixel order for all four directions.
+
+    x: (B, H, W, D) -> x as (B, L, D), dt (B, L, 4, D), B and C (B, L, 4, N) (views of one buffer).
+    """
+    batch, height, width, dim = x.shape
+    length = height * width
+    groups, proj, _ = x_proj_weight.shape
+    rank = dt_projs_weight.shape[2]
+    state = (proj - rank) // 2
+    flat = x.reshape(batch, length, dim)
+    x_dbl = F.linear(flat, x_proj_weight.reshape(groups * proj, dim)).view(batch, length, groups, proj)
+    dts, Bs, Cs = x_dbl.split([rank, state, state], dim=-1)
+    return flat, torch.einsum("blkr,kdr->blkd", dts, dt_projs_weight), Bs, Cs
+
+
 def ss2d_scan_torch(
     x: Tensor,
     x_proj_weight: Tensor,
@@ -156,14 +174,9 @@ def ss2d_scan_torch(
     directions; only the scan itself reads the pixels in each direction's order.
     """
     batch, height, width, dim = x.shape
-    length = height * width
-    groups, proj, _ = x_proj_weight.shape
-    rank = dt_projs_weight.shape[2]
-    state = (proj - rank) // 2
-    flat = x.reshape(batch, length, dim)
-    x_dbl = F.linear(flat, x_proj_weight.reshape(groups * proj, dim)).view(batch, length, groups, proj)
-    dts, Bs, Cs = x_dbl.split([rank, state, state], dim=-1)
-    dts = torch.einsum("blkr,kdr->blkd", dts, dt_projs_weight)
+    groups = x_proj_weight.shape[0]
+    state = A_logs.shape[1]
+    flat, dts, Bs, Cs = ss2d_projections(x, x_proj_weight, dt_projs_weight)
 
     order = scan_orders(height, width, x.device)  # (4, L)
     k = torch.arange(groups, device=x.device)[:, None]

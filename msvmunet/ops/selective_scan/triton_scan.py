@@ -1,0 +1,330 @@
+"""Selective scan and the fused SS2D core on Triton kernels (``backend="triton"``).
+
+Launchers, the autograd Function and the two public functions; the kernels are in
+``triton_kernels.py``. State and accumulation are fp32 for fp32, bf16 and fp16 inputs; outputs are
+fp32, gradients come back in each input's dtype.
+
+Backward: the forward writes the state at the start of every block of ``block_l`` steps
+(B * K*D * N * L / block_l floats); the backward walks the blocks from the last, recomputes the
+states inside a block from its checkpoint and runs the adjoint scan backwards. Storing all of h
+instead would cost another (B, K*D, L) write and read per N, as much traffic as u itself.
+
+Reductions: nothing is summed with atomics. dB, dC (over channels) and dA, dD, d_bias (over batch
+and time) leave the kernel as per-program partial sums that torch adds up; the SS2D core sums its
+directions inside a program (``cross_dirs`` of them, in a fixed order) and torch adds the
+``4 / cross_dirs`` slots. Results are bitwise reproducible.
+
+On a machine without CUDA the kernels run only in Triton's interpreter (``TRITON_INTERPRET=1``,
+set before this module is imported), on CPU tensors.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import triton
+from torch import Tensor
+
+from .torch_chunked import ss2d_projections
+from .triton_kernels import _bwd_kernel, _fwd_kernel
+
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Launch parameters; ``None`` picks the default for the shape and device.
+
+    Set fields to tune, e.g. ``triton_scan.tuning = Tuning(block_l=256)``. ``block_l`` is shared by
+    forward and backward (it is the checkpoint stride); a tile is block_d * next_pow2(N) rows by
+    block_l steps. ``*_maxnreg``: register caps (0: none). ``cross_dirs``: directions
+    per program of the SS2D core (4, 2 or 1; fewer means more programs and shorter chains, plus
+    a torch sum of 4 / cross_dirs output slots). ``prefetch``: the forward issues the loads of
+    the next block before solving the current one.
+    """
+
+    block_l: int | None = None
+    fwd_block_d: int | None = None
+    bwd_block_d: int | None = None
+    fwd_warps: int | None = None
+    bwd_warps: int | None = None
+    fwd_maxnreg: int | None = None
+    bwd_maxnreg: int | None = None
+    cross_dirs: int | None = None
+    prefetch: bool | None = None
+
+
+tuning = Tuning()
+
+
+@dataclass(frozen=True)
+class _Launch:
+    block_n: int
+    block_l: int
+    fwd_block_d: int
+    fwd_warps: int
+    bwd_block_d: int
+    bwd_warps: int
+    fwd_maxnreg: int | None
+    bwd_maxnreg: int | None
+    dirs: int
+    prefetch: bool
+
+
+def _launch_config(batch: int, state: int, length: int, group_dim: int, cross: bool,
+                   device: torch.device) -> _Launch:
+    block_n = triton.next_power_of_2(state)
+    dims = triton.next_power_of_2(group_dim)
+    if _INTERPRET:  # the interpreter scans element by element in Python: keep tiles small
+        block_l = tuning.block_l or min(16, triton.next_power_of_2(length))
+        fwd_d = bwd_d = min(dims, 4)
+        maxnreg, slots = None, 1
+    else:
+        # 128-step blocks, ~1024-value tiles (8 per thread with 4 warps). Channel-last (cross)
+        # tiles keep >= 8 channels, so that each pixel's row is a full 32-byte sector. With N = 1
+        # the backward wants ~170 registers; a cap of 168 lets 3 CTAs of 4 warps share an SM.
+        block_l = tuning.block_l or max(16, min(triton.next_power_of_2(length), 128))
+        fwd_d = bwd_d = min(dims, max(8 if cross else 1, 1024 // (block_l * block_n)))
+        maxnreg = 168 if block_n == 1 else None
+        slots = 3 * torch.cuda.get_device_properties(device).multi_processor_count
+    fwd_d = tuning.fwd_block_d or fwd_d
+    bwd_d = tuning.bwd_block_d or bwd_d
+    fwd_maxnreg = tuning.fwd_maxnreg or None
+    if tuning.bwd_maxnreg is not None:
+        maxnreg = tuning.bwd_maxnreg or None
+    # the cross core: split the 4 directions over more programs only while they do not fill the GPU
+    programs = batch * triton.cdiv(group_dim, max(fwd_d, bwd_d))
+    dirs = tuning.cross_dirs or next((d for d in (4, 2) if programs * 4 // d >= slots), 1)
+
+    def warps(block_d: int) -> int:
+        return 1 if _INTERPRET else (4 if block_d * block_n * block_l <= 1024 else 8)
+
+    return _Launch(block_n, block_l, fwd_d, tuning.fwd_warps or warps(fwd_d), bwd_d,
+                   tuning.bwd_warps or warps(bwd_d), fwd_maxnreg, maxnreg, dirs if cross else 1,
+                   True if tuning.prefetch is None else tuning.prefetch)
+
+
+def _alloc(shape, device: torch.device, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Every buffer a kernel writes comes from here (tests fill it with NaN to catch gaps)."""
+    return torch.empty(shape, device=device, dtype=dtype)
+
+
+def _check_device(t: Tensor) -> None:
+    if not t.is_cuda and not _INTERPRET:
+        raise RuntimeError(
+            "the triton scan backend needs CUDA tensors; on CPU use backend='torch' (or set "
+            "TRITON_INTERPRET=1 before importing msvmunet to run the kernels in Triton's interpreter)"
+        )
+
+
+def _grouped_seq(t: Tensor, group_dim: int) -> tuple[int, int, int, int]:
+    """(B, K*D, L) -> strides of (batch, group, channel, step)."""
+    return t.stride(0), group_dim * t.stride(1), t.stride(1), t.stride(2)
+
+
+def _grouped_state(t: Tensor) -> tuple[int, int, int, int]:
+    """(B, K, N, L) -> strides of (batch, group, state, step)."""
+    return t.stride(0), t.stride(1), t.stride(2), t.stride(3)
+
+
+def _pixel_grouped(t: Tensor) -> tuple[int, int, int, int]:
+    """(B, L, K, C) channel-last per direction -> strides of (batch, group, channel, step)."""
+    return t.stride(0), t.stride(2), t.stride(3), t.stride(1)
+
+
+def _pixel_shared(t: Tensor) -> tuple[int, int, int, int]:
+    """(B, L, D), the same for every direction -> strides of (batch, group, channel, step)."""
+    return t.stride(0), 0, t.stride(2), t.stride(1)
+
+
+@dataclass(frozen=True)
+class _Problem:
+    """Shapes and flags of one scan, and the stride conventions of its tensors."""
+
+    batch: int
+    groups: int
+    group_dim: int
+    state: int
+    length: int
+    height: int
+    width: int
+    cross: bool
+    softplus: bool
+    launch: _Launch
+
+    @property
+    def slots(self) -> int:
+        """Output slots of the cross core (summed afterwards): the direction groups."""
+        return 4 // self.launch.dirs if self.cross else 1
+
+    def grid(self, block_d: int) -> tuple[int, int]:
+        return triton.cdiv(self.group_dim, block_d), self.batch * (self.slots if self.cross else self.groups)
+
+    def output(self, device: torch.device) -> tuple[Tensor, int]:
+        """A buffer for y or du of the cross core (slots, B, L, D), or y (B, K*D, L), and its slot stride."""
+        if self.cross:
+            buf = _alloc((self.slots, self.batch, self.length, self.group_dim), device)
+            return buf, buf.stride(0)
+        return _alloc((self.batch, self.groups * self.group_dim, self.length), device), 0
+
+    def seq_strides(self, t: Tensor) -> tuple[int, int, int, int]:
+        """u, delta, y, du, ddelta: (B, K*D, L) plain, (B, L, K, D) / (B, L, D) cross."""
+        if not self.cross:
+            return _grouped_seq(t, self.group_dim)
+        return _pixel_grouped(t) if t.dim() == 4 else _pixel_shared(t)
+
+    def state_strides(self, t: Tensor) -> tuple[int, int, int, int]:
+        """B, C: (B, K, N, L) plain, (B, L, K, N) cross."""
+        return _pixel_grouped(t) if self.cross else _grouped_state(t)
+
+    def partial(self, n_blocks: int, device: torch.device) -> tuple[Tensor, tuple[int, ...]]:
+        """A buffer for dB or dC per channel block, and its (block, batch, group, state, step) strides."""
+        if self.cross:
+            buf = _alloc((n_blocks, self.batch, self.length, self.groups, self.state), device)
+            return buf, (buf.stride(0), buf.stride(1), buf.stride(3), buf.stride(4), buf.stride(2))
+        buf = _alloc((n_blocks, self.batch, self.groups, self.state, self.length), device)
+        return buf, tuple(buf.stride())
+
+
+def _maxnreg(cap: int | None) -> dict:
+    return {"maxnreg": cap} if cap and not _INTERPRET else {}
+
+
+def _forward(pb: _Problem, u, delta, A, B, C, D, bias) -> tuple[Tensor, Tensor]:
+    lc = pb.launch
+    device = u.device
+    n_blocks = triton.cdiv(pb.length, lc.block_l)
+    y, slot_stride = pb.output(device)
+    carry = _alloc((pb.batch, pb.groups, n_blocks, pb.state, pb.group_dim), device)
+    _fwd_kernel[pb.grid(lc.fwd_block_d)](
+        u, delta, A, B, C, D if D is not None else A, bias if bias is not None else A, y, carry,
+        pb.groups, pb.group_dim, pb.length, pb.height, pb.width,
+        *pb.seq_strides(u), *pb.seq_strides(delta), *pb.state_strides(B), *pb.state_strides(C),
+        slot_stride, *pb.seq_strides(y[0] if pb.cross else y),
+        N=pb.state, CROSS=pb.cross, DIRS=lc.dirs, SOFTPLUS=pb.softplus, HAS_D=D is not None,
+        HAS_BIAS=bias is not None, PREFETCH=lc.prefetch, BLOCK_D=lc.fwd_block_d, BLOCK_N=lc.block_n,
+        BLOCK_L=lc.block_l, num_warps=lc.fwd_warps, **_maxnreg(lc.fwd_maxnreg),
+    )
+    return _merge_slots(pb, y), carry
+
+
+def _backward(pb: _Problem, dy, u, delta, A, B, C, D, bias, carry):
+    """Gradients in fp32: du, ddelta, dB, dC (summed over channel blocks), dA, dD, d_bias."""
+    lc = pb.launch
+    device = u.device
+    n_dblocks = triton.cdiv(pb.group_dim, lc.bwd_block_d)
+    # du: the cross core sums the directions into fp32 slots; ddelta goes out as is
+    du, slot_stride = pb.output(device) if pb.cross else (_alloc(u.shape, device, u.dtype), 0)
+    ddelta = _alloc(delta.shape, device, delta.dtype)
+    dB, part_strides = pb.partial(n_dblocks, device)
+    dC, _ = pb.partial(n_dblocks, device)
+    stats = (pb.batch, pb.groups * pb.group_dim)
+    dA = _alloc(stats + (pb.state,), device)
+    dD = _alloc(stats, device)
+    dbias = _alloc(stats, device)
+    _bwd_kernel[pb.grid(lc.bwd_block_d)](
+        u, delta, A, B, C, D if D is not None else A, bias if bias is not None else A, carry, dy,
+        du, ddelta, dB, dC, dA, dD, dbias,
+        pb.groups, pb.group_dim, pb.length, pb.height, pb.width,
+        *pb.seq_strides(u), *pb.seq_strides(delta), *pb.state_strides(B), *pb.state_strides(C),
+        *pb.seq_strides(dy), slot_stride, *pb.seq_strides(du[0] if pb.cross else du), *pb.seq_strides(ddelta),
+        *part_strides,
+        N=pb.state, CROSS=pb.cross, DIRS=lc.dirs, SOFTPLUS=pb.softplus, HAS_D=D is not None,
+        HAS_BIAS=bias is not None, BLOCK_D=lc.bwd_block_d, BLOCK_N=lc.block_n, BLOCK_L=lc.block_l,
+        num_warps=lc.bwd_warps,
+        **_maxnreg(lc.bwd_maxnreg),
+    )
+    dB = dB[0] if n_dblocks == 1 else dB.sum(0)
+    dC = dC[0] if n_dblocks == 1 else dC.sum(0)
+    return _merge_slots(pb, du), ddelta, dB, dC, dA.sum(0), dD.sum(0), dbias.sum(0)
+
+
+def _merge_slots(pb: _Problem, out: Tensor) -> Tensor:
+    """The sum of the cross core's output slots (a fixed order: deterministic)."""
+    if not pb.cross:
+        return out
+    return out[0] if pb.slots == 1 else out.sum(0)
+
+
+def _cast(grad: Tensor, like: Tensor | None) -> Tensor | None:
+    return None if like is None else grad.to(like.dtype)
+
+
+class _ScanFn(torch.autograd.Function):
+    """y = scan(u, delta, A, B, C, D, bias) for the problem ``pb`` (plain or cross indexing)."""
+
+    @staticmethod
+    def forward(ctx, pb: _Problem, u, delta, A, B, C, D, bias):
+        y, carry = _forward(pb, u, delta, A, B, C, D, bias)
+        ctx.save_for_backward(u, delta, A, B, C, D, bias, carry)
+        ctx.problem = pb
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dy):
+        u, delta, A, B, C, D, bias, carry = ctx.saved_tensors
+        du, ddelta, dB, dC, dA, dD, dbias = _backward(ctx.problem, dy, u, delta, A, B, C, D, bias, carry)
+        return (None, _cast(du, u), ddelta, _cast(dA, A), _cast(dB, B), _cast(dC, C), _cast(dD, D),
+                _cast(dbias, bias))
+
+
+def _contiguous(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.contiguous()
+
+
+def selective_scan_triton(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = True,
+) -> Tensor:
+    """u, delta: (B, K*D, L); A: (K*D, N); B, C: (B, K, N, L); D, delta_bias: (K*D,) -> y (B, K*D, L) fp32.
+
+    Any strides; contiguous steps (stride 1 along L) give coalesced loads.
+    """
+    _check_device(u)
+    batch, channels, length = u.shape
+    groups, state = B.shape[1], A.shape[1]
+    launch = _launch_config(batch, state, length, channels // groups, False, u.device)
+    pb = _Problem(batch, groups, channels // groups, state, length, 1, 1, False, bool(delta_softplus), launch)
+    return _ScanFn.apply(pb, u, delta, A.contiguous(), B, C, _contiguous(D), _contiguous(delta_bias))
+
+
+def ss2d_scan_triton(
+    x: Tensor,
+    x_proj_weight: Tensor,
+    dt_projs_weight: Tensor,
+    dt_projs_bias: Tensor,
+    A_logs: Tensor,
+    Ds: Tensor,
+) -> Tensor:
+    """The fused SS2D core. x: (B, H, W, D) channel-last -> y: (B, H, W, D) fp32.
+
+    x_proj_weight: (4, R + 2N, D); dt_projs_weight: (4, D, R); dt_projs_bias: (4, D);
+    A_logs: (4*D, N); Ds: (4*D,). The projections are per pixel, so they run once in pixel order
+    for the four directions (torch matmuls); the scan kernel reads every direction's order itself
+    and writes the sum of the four, with no reordered copies in or out.
+    """
+    _check_device(x)
+    batch, height, width, dim = x.shape
+    if x_proj_weight.shape[0] != 4:
+        raise ValueError(f"x_proj_weight must hold 4 directions, got shape {tuple(x_proj_weight.shape)}")
+    flat, dts, Bs, Cs = ss2d_projections(x.contiguous(), x_proj_weight, dt_projs_weight)
+    if dts.stride(-1) != 1:
+        dts = dts.contiguous()
+    state, length = A_logs.shape[1], height * width
+    launch = _launch_config(batch, state, length, dim, True, x.device)
+    pb = _Problem(batch, 4, dim, state, length, height, width, True, True, launch)
+    A = -torch.exp(A_logs.float())
+    y = _ScanFn.apply(pb, flat, dts, A, Bs, Cs, Ds.contiguous(), dt_projs_bias.reshape(-1).contiguous())
+    return y.view(batch, height, width, dim)
+
+
+__all__ = ["Tuning", "selective_scan_triton", "ss2d_scan_triton", "tuning"]

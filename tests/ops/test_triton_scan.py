@@ -1,0 +1,259 @@
+"""The Triton backend against the float64 reference and the torch backend: outputs and all gradients.
+
+On a GPU the kernels run compiled, at small and realistic shapes; without one they run in Triton's
+interpreter (see conftest.py) at small shapes. Every buffer the kernels write starts as NaN.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from msvmunet.ops.selective_scan import resolve_backend, selective_scan, ss2d_scan  # noqa: E402
+from msvmunet.ops.selective_scan import triton_scan  # noqa: E402
+from msvmunet.ops.selective_scan.reference import selective_scan_reference, ss2d_scan_reference  # noqa: E402
+from msvmunet.ops.selective_scan.torch_chunked import selective_scan_torch, ss2d_scan_torch  # noqa: E402
+
+ON_GPU = torch.cuda.is_available()
+DEVICE = torch.device("cuda" if ON_GPU else "cpu")
+gpu_only = pytest.mark.skipif(not ON_GPU, reason="needs a CUDA device")
+
+# The default block length here (16 in the interpreter, 256 compiled): "3 blocks" is 2 blocks and a bit.
+BLOCK_L = triton_scan._launch_config(1, 1, 1 << 20, 64, False, DEVICE).block_l
+LENGTHS = {"L=1": 1, "L=7": 7, "L=63": 63, "L=3blocks": 2 * BLOCK_L + 5}
+# norm-relative error allowed for an output or gradient of this dtype (fp32 state and accumulation
+# throughout: the low-precision cases only round the returned gradients)
+TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2, torch.float16: 2e-3}
+GRAD_TOL = {torch.float32: 1e-4, torch.bfloat16: 1e-2, torch.float16: 2e-3}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@pytest.fixture(autouse=True)
+def nan_buffers(monkeypatch):
+    """Every buffer the kernels write starts as NaN, so a value they forget shows up."""
+    if not ON_GPU and not triton_scan._INTERPRET:
+        pytest.fail("the triton kernels were imported before TRITON_INTERPRET=1 was set; see tests/ops/conftest.py")
+    alloc = triton_scan._alloc
+
+    def poisoned(shape, device, dtype=torch.float32):
+        return alloc(shape, device, dtype).fill_(float("nan"))
+
+    monkeypatch.setattr(triton_scan, "_alloc", poisoned)
+
+
+def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    out, ref = out.double(), ref.double()
+    return ((out - ref).norm() / ref.norm().clamp_min(1e-30)).item()
+
+
+def assert_close(name: str, out: torch.Tensor, ref: torch.Tensor, tol: float) -> None:
+    assert out.shape == ref.shape, f"{name}: shape {tuple(out.shape)} != {tuple(ref.shape)}"
+    assert torch.isfinite(out).all(), f"{name}: non-finite values"
+    err = rel_err(out, ref)
+    assert err < tol, f"{name}: relative error {err:.2e} >= {tol:.0e}"
+
+
+def scan_inputs(batch=2, groups=2, group_dim=5, state=1, length=63, dtype=torch.float32, delta_shift=-1.0,
+                with_d=True, with_bias=True) -> dict[str, torch.Tensor | None]:
+    """Fresh random inputs of selective_scan (A and D in fp32, the rest in ``dtype``), requiring grad."""
+    channels = groups * group_dim
+
+    def make(*shape, scale=1.0, shift=0.0, dt=dtype):
+        return (torch.randn(*shape, device=DEVICE) * scale + shift).to(dt).requires_grad_()
+
+    return {
+        "u": make(batch, channels, length),
+        "delta": make(batch, channels, length, scale=0.5, shift=delta_shift),
+        "A": (-torch.exp(torch.randn(channels, state, device=DEVICE) * 0.5)).requires_grad_(),
+        "B": make(batch, groups, state, length),
+        "C": make(batch, groups, state, length),
+        "D": make(channels, dt=torch.float32) if with_d else None,
+        "delta_bias": make(channels, scale=0.5, dt=torch.float32) if with_bias else None,
+    }
+
+
+def check_scan(inputs: dict, softplus: bool = True, against=(selective_scan_reference,)) -> None:
+    """selective_scan_triton equals each function in ``against`` on y and on every gradient."""
+    names = [k for k, v in inputs.items() if v is not None]
+    args = list(inputs.values())
+    y = triton_scan.selective_scan_triton(*args, softplus)
+    assert y.dtype == torch.float32
+    dy = torch.randn_like(y)
+    grads = torch.autograd.grad(y, [inputs[k] for k in names], dy)
+    for fn in against:
+        ref = fn(*args, softplus)
+        assert_close(f"{fn.__name__}: y", y, ref, TOL[torch.float32])
+        ref_grads = torch.autograd.grad(ref, [inputs[k] for k in names], dy.to(ref.dtype))
+        for name, grad, ref_grad in zip(names, grads, ref_grads):
+            assert grad.dtype == inputs[name].dtype, f"d{name} came back as {grad.dtype}"
+            assert_close(f"{fn.__name__}: d{name}", grad, ref_grad, GRAD_TOL[inputs[name].dtype])
+
+
+@pytest.mark.parametrize("state", [1, 2, 4], ids=lambda n: f"N={n}")
+@pytest.mark.parametrize("length", LENGTHS.values(), ids=LENGTHS.keys())
+def test_scan_fp32(length, state):
+    check_scan(scan_inputs(state=state, length=length))
+
+
+@pytest.mark.parametrize("state", [1, 2], ids=lambda n: f"N={n}")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_scan_low_precision_inputs(dtype, state):
+    check_scan(scan_inputs(state=state, length=LENGTHS["L=3blocks"], dtype=dtype))
+
+
+def test_scan_matches_torch_backend():
+    check_scan(scan_inputs(state=2, length=LENGTHS["L=3blocks"]), against=(selective_scan_reference,
+                                                                           selective_scan_torch))
+
+
+def test_scan_without_d_bias_softplus():
+    check_scan(scan_inputs(state=2, length=40, with_d=False, with_bias=False, delta_shift=0.5), softplus=False)
+
+
+def test_scan_large_delta():
+    # softplus(delta) ~ 5..10: the decays underflow towards 0, nothing may turn NaN or inf
+    inputs = scan_inputs(state=2, length=45, delta_shift=7.5)
+    with torch.no_grad():
+        inputs["delta"].uniform_(5.0, 10.0)
+    check_scan(inputs)
+
+
+def test_scan_positive_and_odd_A():
+    # the recurrence holds for any A (N = 3 is not a power of two)
+    inputs = scan_inputs(state=3, length=20)
+    with torch.no_grad():
+        inputs["A"].uniform_(-0.5, 0.3)
+    check_scan(inputs)
+
+
+def test_scan_strided_inputs():
+    # u and delta as views with a non-unit step stride, B and C sliced from a wider buffer
+    base = scan_inputs(state=2, length=30)
+    batch, channels, length = base["u"].shape
+    u = torch.randn(batch, length, channels, device=DEVICE).transpose(1, 2).requires_grad_()
+    bc = torch.randn(batch, 2, 5, length, device=DEVICE)
+    inputs = dict(base, u=u, B=bc[:, :, :2].requires_grad_(), C=bc[:, :, 3:].requires_grad_())
+    check_scan(inputs)
+
+
+def test_scan_other_tiles(monkeypatch):
+    # tile shapes other than the default: channel blocks of 2 and 8, a longer block, no prefetch
+    monkeypatch.setattr(triton_scan, "tuning",
+                        triton_scan.Tuning(block_l=32, fwd_block_d=8, bwd_block_d=2, prefetch=False))
+    check_scan(scan_inputs(state=2, group_dim=11, length=70))
+
+
+def test_scan_deterministic():
+    inputs = scan_inputs(state=2, length=LENGTHS["L=3blocks"])
+    args = list(inputs.values())
+    runs = []
+    for _ in range(2):
+        y = triton_scan.selective_scan_triton(*args)
+        runs.append([y, *torch.autograd.grad(y.square().sum(), [inputs[k] for k in ("u", "delta", "A", "B")])])
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
+
+
+def test_dispatch():
+    inputs = scan_inputs(state=1, length=9)
+    y = selective_scan(*inputs.values(), backend="triton")
+    assert torch.equal(y, triton_scan.selective_scan_triton(*inputs.values()))
+    assert resolve_backend("auto", inputs["u"]) == ("triton" if ON_GPU else "torch")
+
+
+def ss2d_inputs(batch=2, height=3, width=5, dim=6, state=1, rank=2, dtype=torch.float32):
+    def make(*shape, scale=1.0):
+        return (torch.randn(*shape, device=DEVICE) * scale).to(dtype).requires_grad_()
+
+    return {
+        "x": make(batch, height, width, dim),
+        "x_proj_weight": make(4, rank + 2 * state, dim, scale=dim**-0.5),
+        "dt_projs_weight": make(4, dim, rank, scale=rank**-0.5),
+        "dt_projs_bias": make(4, dim, scale=0.5),
+        "A_logs": make(4 * dim, state, scale=0.5),
+        "Ds": make(4 * dim),
+    }
+
+
+def check_ss2d(inputs: dict, against=(ss2d_scan_reference,), tol: float = 1e-5, grad_tol: float = 1e-4) -> None:
+    args = list(inputs.values())
+    y = triton_scan.ss2d_scan_triton(*args)
+    assert y.dtype == torch.float32 and y.shape == inputs["x"].shape
+    dy = torch.randn_like(y)
+    grads = torch.autograd.grad(y, args, dy)
+    for fn in against:
+        ref = fn(*args)
+        assert_close(f"{fn.__name__}: y", y, ref, tol)
+        for name, grad, ref_grad in zip(inputs, grads, torch.autograd.grad(ref, args, dy.to(ref.dtype))):
+            assert grad.dtype == inputs[name].dtype, f"d{name} came back as {grad.dtype}"
+            assert_close(f"{fn.__name__}: d{name}", grad, ref_grad, grad_tol)
+
+
+MAPS = {"1x1": (1, 1), "3x5": (3, 5), "5x3": (5, 3), "7x9": (7, 9)}
+
+
+@pytest.mark.parametrize("hw", MAPS.values(), ids=MAPS.keys())
+def test_ss2d(hw):
+    check_ss2d(ss2d_inputs(height=hw[0], width=hw[1]))
+
+
+@pytest.mark.parametrize("state", [2, 4], ids=lambda n: f"N={n}")
+def test_ss2d_states(state):
+    check_ss2d(ss2d_inputs(height=4, width=9, dim=5, state=state))
+
+
+SPLITS = {"dirs=2": dict(cross_dirs=2), "dirs=1": dict(cross_dirs=1), "no-prefetch": dict(prefetch=False)}
+
+
+@pytest.mark.parametrize("tune", SPLITS.values(), ids=SPLITS.keys())
+def test_ss2d_launch_variants(tune, monkeypatch):
+    # the 4 directions split over 2 or 4 programs per channel block (summed slots), and the
+    # forward without prefetching
+    monkeypatch.setattr(triton_scan, "tuning", triton_scan.Tuning(**tune))
+    check_ss2d(ss2d_inputs(height=5, width=4, dim=5, state=2))
+
+
+def test_ss2d_matches_torch_backend():
+    check_ss2d(ss2d_inputs(height=6, width=7, dim=6, state=2), against=(ss2d_scan_reference, ss2d_scan_torch))
+
+
+def test_ss2d_bf16_model():
+    # a model cast to bf16: input, weights and projections in bf16, the scan in fp32, as the torch backend
+    check_ss2d(ss2d_inputs(height=5, width=6, dtype=torch.bfloat16), against=(ss2d_scan_torch,), grad_tol=1e-2)
+
+
+def test_ss2d_autocast():
+    # bf16 projections under autocast: the scan reads them as they come and returns fp32,
+    # equal to the torch backend fed the same bf16 projections
+    inputs = ss2d_inputs(height=5, width=6, dim=6, state=2)
+    args = list(inputs.values())
+    with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
+        y = ss2d_scan(*args, backend="triton")
+        ref = ss2d_scan(*args, backend="torch")
+    assert y.dtype == torch.float32
+    assert_close("y", y, ref, 1e-5)
+    dy = torch.randn_like(y)
+    for name, grad, ref_grad in zip(inputs, torch.autograd.grad(y, args, dy), torch.autograd.grad(ref, args, dy)):
+        assert_close(f"d{name}", grad, ref_grad, 2e-2)
+
+
+@gpu_only
+@pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
+def test_scan_realistic_shape(dtype):
+    # one stage of the paper's model: K*D = 4 * 48, a 56x56 map, N = 1 (the torch backend as reference)
+    check_scan(scan_inputs(batch=2, groups=4, group_dim=48, state=1, length=3136, dtype=dtype),
+               against=(selective_scan_torch,))
+
+
+@gpu_only
+@pytest.mark.parametrize("state", [1, 16], ids=lambda n: f"N={n}")
+def test_scan_wide_channels(state):
+    check_scan(scan_inputs(batch=3, groups=4, group_dim=100, state=state, length=777), against=(selective_scan_torch,))
+
+
+@gpu_only
+@pytest.mark.parametrize("hw", [(56, 56), (28, 36)], ids=["56x56", "28x36"])
+def test_ss2d_realistic_shape(hw):
+    check_ss2d(ss2d_inputs(batch=2, height=hw[0], width=hw[1], dim=96, state=1, rank=6), against=(ss2d_scan_torch,))
