@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# GPU checks and benchmarks in one go: writes logs and JSON into OUTDIR.
+#   bash benchmarks/gpu_suite.sh OUTDIR [steps...]
+# steps: env tests scan model profile augment (default: all)
+set -u
+OUTDIR=${1:?usage: gpu_suite.sh OUTDIR [steps...]}
+shift
+STEPS=${*:-env tests scan model profile augment}
+mkdir -p "$OUTDIR"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+run() {  # name, timeout, command...
+  local name=$1 limit=$2; shift 2
+  echo "=== $name: $*"
+  local t0=$(date +%s)
+  timeout "$limit" "$@" > "$OUTDIR/$name.log" 2>&1
+  local rc=$?
+  echo "=== $name: exit $rc after $(( $(date +%s) - t0 )) s"
+  tail -n 25 "$OUTDIR/$name.log"
+}
+for step in $STEPS; do
+  case $step in
+    env) run env 60 bash -c 'nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; python -c "import torch, triton; print(torch.__version__, torch.version.cuda, triton.__version__)"' ;;
+    tests) run tests 300 python -m pytest tests/ops tests/data/test_augment.py -q -x ;;
+    scan) run scan 300 python benchmarks/bench_scan.py --out "$OUTDIR/scan.json" ;;
+    sweep) run sweep 300 python benchmarks/bench_scan.py --out "$OUTDIR/sweep.json" --sweep ;;
+    model) run model 300 python -m msvmunet benchmark --batch 32 1 --json "$OUTDIR/model.json" ;;
+    model_torch) run model_torch 300 python -m msvmunet benchmark --batch 32 --backend torch --json "$OUTDIR/model_torch.json" ;;
+    graph) run graph 300 python -m msvmunet benchmark --batch 1 32 --mode infer --cuda-graph --json "$OUTDIR/graph.json" ;;
+    compile) run compile 400 python -m msvmunet benchmark --batch 32 --compile --json "$OUTDIR/compile.json" ;;
+    profile) run profile 300 python benchmarks/gpu_profile.py --out "$OUTDIR/profile_train.txt" ;;
+    profile_infer) run profile_infer 300 python benchmarks/gpu_profile.py --mode infer --batch 1 --out "$OUTDIR/profile_infer.txt" ;;
+    augment) run augment 300 python benchmarks/bench_augment.py --device cuda --batch 256 --size 224 --native 512 ;;
+    *) echo "unknown step $step" ;;
+  esac
+done
