@@ -25,7 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default="auto", help="scan backend: auto, triton, torch, reference")
     parser.add_argument("--mode", choices=("train", "infer", "both"), default="both")
     parser.add_argument("--compile", action="store_true", help="wrap the model in torch.compile")
-    parser.add_argument("--cuda-graph", action="store_true", help="replay inference from a captured CUDA graph")
+    parser.add_argument("--compile-mode", default=None,
+                        help="torch.compile mode, e.g. max-autotune-no-cudagraphs or reduce-overhead")
+    parser.add_argument("--cuda-graph", action="store_true",
+                        help="capture the whole step (training: forward, loss, backward, AdamW) in a CUDA graph")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
@@ -46,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     for batch in args.batch:
         for r in benchmark(args.model, device=device, batch=batch, size=args.size, num_classes=args.classes,
                            precision=precision, backend=args.backend, modes=modes, compile=args.compile,
-                           cuda_graph=args.cuda_graph, warmup=args.warmup, repeats=args.repeats):
+                           compile_mode=args.compile_mode, cuda_graph=args.cuda_graph, warmup=args.warmup, repeats=args.repeats):
             print(r.row())
             rows.append(r)
     if args.json:

@@ -75,12 +75,17 @@ def benchmark(
     backend: str = "auto",
     modes: tuple[str, ...] = ("train", "infer"),
     compile: bool = False,
+    compile_mode: str | None = None,
     cuda_graph: bool = False,
     warmup: int = 5,
     repeats: int = 20,
     seed: int = 0,
 ) -> list[BenchResult]:
-    """Time a training step (forward, DiceCE loss, backward, AdamW) and/or inference."""
+    """Time a training step (forward, DiceCE loss, backward, AdamW) and/or inference.
+
+    ``cuda_graph``: capture the whole step (training: forward, loss, backward and the fused AdamW
+    step) in a CUDA graph and time its replays; ``compile``: ``torch.compile(model, mode=compile_mode)``.
+    """
     dev = torch.device(device)
     torch.manual_seed(seed)
     if dev.type == "cuda":
@@ -89,50 +94,56 @@ def benchmark(
     x = torch.rand(batch, 1, size, size, device=dev) * 2 - 1
     y = torch.randint(0, num_classes, (batch, size, size), device=dev)
     results = []
+    graphed = cuda_graph and dev.type == "cuda"
+    suffix = ("+compile" if compile else "") + ("+graph" if graphed else "")
     if "train" in modes:
         model.train()
-        net = torch.compile(model) if compile else model
+        net = torch.compile(model, mode=compile_mode) if compile else model
         criterion = DiceCELoss()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-3, fused=dev.type == "cuda")
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-3, fused=dev.type == "cuda",
+                                capturable=graphed)
 
         def step() -> None:
-            with autocast_context(dev, precision):
+            with autocast_context(dev, precision, cache=not graphed):
                 logits = net(x)
             loss = criterion(logits, y)
-            opt.zero_grad(set_to_none=True)
+            if not graphed:
+                opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
 
         _reset(dev)
-        ms = _timed(step, dev, warmup, repeats)
-        results.append(BenchResult("train" + ("+compile" if compile else ""), batch, ms, batch / ms * 1e3, _peak(dev)))
+        ms = _timed(_graphed(step, dev, before_capture=lambda: opt.zero_grad(set_to_none=True)) if graphed else step,
+                    dev, warmup, repeats)
+        results.append(BenchResult("train" + suffix, batch, ms, batch / ms * 1e3, _peak(dev)))
         del opt
     if "infer" in modes:
         model.eval()
-        net = torch.compile(model) if compile else model
+        net = torch.compile(model, mode=compile_mode) if compile else model
 
         def forward() -> torch.Tensor:
-            with torch.inference_mode(), autocast_context(dev, precision):
+            with torch.inference_mode(), autocast_context(dev, precision, cache=not graphed):
                 return net(x)
 
-        fn = forward
-        if cuda_graph and dev.type == "cuda":
-            fn = _graphed(forward, dev)
         _reset(dev)
-        ms = _timed(fn, dev, warmup, repeats)
-        tag = "infer" + ("+compile" if compile else "") + ("+graph" if cuda_graph and dev.type == "cuda" else "")
-        results.append(BenchResult(tag, batch, ms, batch / ms * 1e3, _peak(dev)))
+        ms = _timed(_graphed(forward, dev) if graphed else forward, dev, warmup, repeats)
+        results.append(BenchResult("infer" + suffix, batch, ms, batch / ms * 1e3, _peak(dev)))
     return results
 
 
-def _graphed(fn: Callable[[], torch.Tensor], device: torch.device) -> Callable[[], torch.Tensor]:
+def _graphed(fn: Callable[[], Any], device: torch.device, before_capture: Callable[[], Any] | None = None
+             ) -> Callable[[], Any]:
     """Capture ``fn`` (static input buffers) in a CUDA graph; calling replays it."""
     stream = torch.cuda.Stream(device)
     stream.wait_stream(torch.cuda.current_stream(device))
     with torch.cuda.stream(stream):
         for _ in range(3):
+            if before_capture is not None:
+                before_capture()
             fn()
     torch.cuda.current_stream(device).wait_stream(stream)
+    if before_capture is not None:
+        before_capture()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         out = fn()

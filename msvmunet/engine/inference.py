@@ -17,11 +17,14 @@ from scipy.ndimage import zoom
 from .distributed import unwrap
 
 
-def autocast_context(device: torch.device, precision: str):
-    """bf16/fp16 autocast on CUDA (and bf16 on CPU when asked); nothing for fp32."""
+def autocast_context(device: torch.device, precision: str, cache: bool = True):
+    """bf16/fp16 autocast on CUDA (and bf16 on CPU when asked); nothing for fp32.
+
+    ``cache=False`` for CUDA-graph capture (the cast-weight cache must not outlive the capture).
+    """
     if precision in ("bf16", "fp16"):
         dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-        return torch.autocast(device_type=device.type, dtype=dtype)
+        return torch.autocast(device_type=device.type, dtype=dtype, cache_enabled=cache)
     return contextlib.nullcontext()
 
 

@@ -15,7 +15,9 @@ def soft_dice_loss(logits: Tensor, target: Tensor, smooth: float = 1e-5) -> Tens
     """
     num_classes = logits.shape[1]
     probs = torch.softmax(logits.float(), dim=1)
-    onehot = F.one_hot(target, num_classes).permute(0, 3, 1, 2).to(probs.dtype)
+    # a comparison, not F.one_hot: no host synchronisation (CUDA-graph safe)
+    classes = torch.arange(num_classes, device=target.device).view(1, -1, 1, 1)
+    onehot = (target.unsqueeze(1) == classes).to(probs.dtype)
     dims = (0, 2, 3)
     intersect = (probs * onehot).sum(dims)
     denom = (probs * probs).sum(dims) + onehot.sum(dims)  # t^2 = t for a one-hot target

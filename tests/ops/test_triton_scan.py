@@ -257,3 +257,24 @@ def test_scan_wide_channels(state):
 @pytest.mark.parametrize("hw", [(56, 56), (28, 36)], ids=["56x56", "28x36"])
 def test_ss2d_realistic_shape(hw):
     check_ss2d(ss2d_inputs(batch=2, height=hw[0], width=hw[1], dim=96, state=1, rank=6), against=(ss2d_scan_torch,))
+
+
+@pytest.mark.parametrize("cross", [False, True], ids=["plain", "cross"])
+def test_custom_ops_are_consistent_for_compile(cross):
+    """The scan is a torch.library op pair: schema, fake (meta) shapes and autograd registration hold."""
+    batch, dim, state = 2, 3, 2
+    A = (-torch.rand(4 * dim, state, device=DEVICE)).requires_grad_()
+    D = torch.randn(4 * dim, device=DEVICE, requires_grad=True)
+    bias = torch.randn(4 * dim, device=DEVICE, requires_grad=True)
+    if cross:
+        height, width, length = 3, 5, 15
+        u = torch.randn(batch, length, dim, device=DEVICE, requires_grad=True)
+        delta = torch.randn(batch, length, 4, dim, device=DEVICE, requires_grad=True)
+        B, C = (torch.randn(batch, length, 4, state, device=DEVICE, requires_grad=True) for _ in range(2))
+    else:
+        height, width, length = 1, 1, 9
+        u, delta = (torch.randn(batch, 4 * dim, length, device=DEVICE, requires_grad=True) for _ in range(2))
+        B, C = (torch.randn(batch, 4, state, length, device=DEVICE, requires_grad=True) for _ in range(2))
+    args = (u, delta, A, B, C, D, bias, cross, height, width, True)
+    result = torch.library.opcheck(triton_scan.scan_fwd, args)
+    assert all(v == "SUCCESS" for v in result.values()), result

@@ -147,7 +147,10 @@ def ss2d_projections(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The per-pixel projections of SS2D, once in pixel order for all four directions.
 
-    x: (B, H, W, D) -> x as (B, L, D), dt (B, L, 4, D), B and C (B, L, 4, N) (views of one buffer).
+    x: (B, H, W, D) -> x as (B, L, D), dt (B, L, 4, D), B and C (B, L, 4, N) (strided views).
+    Two matrix products: x against the x-projection rows grouped by kind (the dt inputs of the
+    four directions, then their B, then their C), and the dt inputs against the block-diagonal
+    dt projection (4D x 4R), instead of a batched product over a size-R inner dimension.
     """
     batch, height, width, dim = x.shape
     length = height * width
@@ -155,9 +158,11 @@ def ss2d_projections(
     rank = dt_projs_weight.shape[2]
     state = (proj - rank) // 2
     flat = x.reshape(batch, length, dim)
-    x_dbl = F.linear(flat, x_proj_weight.reshape(groups * proj, dim)).view(batch, length, groups, proj)
-    dts, Bs, Cs = x_dbl.split([rank, state, state], dim=-1)
-    return flat, torch.einsum("blkr,kdr->blkd", dts, dt_projs_weight), Bs, Cs
+    weight = torch.cat([w.reshape(-1, dim) for w in x_proj_weight.split([rank, state, state], dim=1)])
+    x_dbl = F.linear(flat, weight)  # (B, L, 4R + 4N + 4N)
+    dt_in, Bs, Cs = x_dbl.split([groups * rank, groups * state, groups * state], dim=-1)
+    dts = F.linear(dt_in, torch.block_diag(*dt_projs_weight)).view(batch, length, groups, dim)
+    return flat, dts, Bs.unflatten(-1, (groups, state)), Cs.unflatten(-1, (groups, state))
 
 
 def ss2d_scan_torch(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import triton
@@ -248,27 +249,77 @@ def _merge_slots(pb: _Problem, out: Tensor) -> Tensor:
     return out[0] if pb.slots == 1 else out.sum(0)
 
 
-def _cast(grad: Tensor, like: Tensor | None) -> Tensor | None:
-    return None if like is None else grad.to(like.dtype)
+def _problem(u: Tensor, A: Tensor, B: Tensor, cross: bool, height: int, width: int, softplus: bool) -> _Problem:
+    """The shapes of a plain scan (u: (B, K*D, L)) or a cross core (u: (B, L, D), four directions)."""
+    state = A.shape[1]
+    if cross:
+        batch, length, dim = u.shape
+        groups = 4
+    else:
+        batch, channels, length = u.shape
+        groups = B.shape[1]
+        dim = channels // groups
+    launch = _launch_config(batch, state, length, dim, cross, u.device)
+    return _Problem(batch, groups, dim, state, length, height, width, cross, softplus, launch)
 
 
-class _ScanFn(torch.autograd.Function):
-    """y = scan(u, delta, A, B, C, D, bias) for the problem ``pb`` (plain or cross indexing)."""
+# The scan is a pair of torch.library custom ops (forward, backward) with an autograd formula, so that
+# torch.compile treats it as one opaque operation and CUDA graphs can capture it.
 
-    @staticmethod
-    def forward(ctx, pb: _Problem, u, delta, A, B, C, D, bias):
-        y, carry = _forward(pb, u, delta, A, B, C, D, bias)
-        ctx.save_for_backward(u, delta, A, B, C, D, bias, carry)
-        ctx.problem = pb
-        return y
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, dy):
-        u, delta, A, B, C, D, bias, carry = ctx.saved_tensors
-        du, ddelta, dB, dC, dA, dD, dbias = _backward(ctx.problem, dy, u, delta, A, B, C, D, bias, carry)
-        return (None, _cast(du, u), ddelta, _cast(dA, A), _cast(dB, B), _cast(dC, C), _cast(dD, D),
-                _cast(dbias, bias))
+@torch.library.custom_op("msvmunet::scan_fwd", mutates_args=())
+def scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor], bias: Optional[Tensor],
+             cross: bool, height: int, width: int, softplus: bool) -> tuple[Tensor, Tensor]:
+    """y (fp32) and the per-block carried states (for the backward)."""
+    return _forward(_problem(u, A, B, cross, height, width, softplus), u, delta, A, B, C, D, bias)
+
+
+@scan_fwd.register_fake
+def _(u, delta, A, B, C, D, bias, cross, height, width, softplus):
+    pb = _problem(u, A, B, cross, height, width, softplus)
+    n_blocks = triton.cdiv(pb.length, pb.launch.block_l)
+    y_shape = (pb.batch, pb.length, pb.group_dim) if cross else u.shape
+    carry = u.new_empty((pb.batch, pb.groups, n_blocks, pb.state, pb.group_dim), dtype=torch.float32)
+    return u.new_empty(y_shape, dtype=torch.float32), carry
+
+
+@torch.library.custom_op("msvmunet::scan_bwd", mutates_args=())
+def scan_bwd(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+             bias: Optional[Tensor], carry: Tensor, cross: bool, height: int, width: int,
+             softplus: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """du, ddelta, dA, dB, dC, dD, d_bias (fp32, except ddelta in delta's dtype and plain du in u's)."""
+    pb = _problem(u, A, B, cross, height, width, softplus)
+    du, ddelta, dB, dC, dA, dD, dbias = _backward(pb, dy, u, delta, A, B, C, D, bias, carry)
+    return du, ddelta, dA, dB, dC, dD, dbias
+
+
+@scan_bwd.register_fake
+def _(dy, u, delta, A, B, C, D, bias, carry, cross, height, width, softplus):
+    f32 = torch.float32
+    pb = _problem(u, A, B, cross, height, width, softplus)
+    stats = pb.groups * pb.group_dim
+    state_shape = (pb.batch, pb.length, pb.groups, pb.state) if cross else (pb.batch, pb.groups, pb.state, pb.length)
+    return (u.new_empty(u.shape, dtype=f32 if cross else u.dtype), delta.new_empty(delta.shape),
+            A.new_empty((stats, pb.state), dtype=f32), B.new_empty(state_shape, dtype=f32),
+            C.new_empty(state_shape, dtype=f32), A.new_empty((stats,), dtype=f32), A.new_empty((stats,), dtype=f32))
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    u, delta, A, B, C, D, bias, cross, height, width, softplus = inputs
+    ctx.save_for_backward(u, delta, A, B, C, D, bias, output[1])
+    ctx.meta = (cross, height, width, softplus)
+    ctx.has = (D is not None, bias is not None)
+
+
+def _scan_backward(ctx, dy, _dcarry):
+    u, delta, A, B, C, D, bias, carry = ctx.saved_tensors
+    du, ddelta, dA, dB, dC, dD, dbias = scan_bwd(dy, u, delta, A, B, C, D, bias, carry, *ctx.meta)
+    return (du.to(u.dtype), ddelta, dA.to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
+            dD.to(D.dtype) if ctx.has[0] else None, dbias.to(bias.dtype) if ctx.has[1] else None,
+            None, None, None, None)
+
+
+scan_fwd.register_autograd(_scan_backward, setup_context=_setup_context)
 
 
 def _contiguous(t: Tensor | None) -> Tensor | None:
@@ -292,9 +343,9 @@ def selective_scan_triton(
     _check_device(u)
     batch, channels, length = u.shape
     groups, state = B.shape[1], A.shape[1]
-    launch = _launch_config(batch, state, length, channels // groups, False, u.device)
-    pb = _Problem(batch, groups, channels // groups, state, length, 1, 1, False, bool(delta_softplus), launch)
-    return _ScanFn.apply(pb, u, delta, A.contiguous(), B, C, _contiguous(D), _contiguous(delta_bias))
+    y, _ = scan_fwd(u, delta, A.contiguous(), B, C, _contiguous(D), _contiguous(delta_bias), False, 1, 1,
+                    bool(delta_softplus))
+    return y
 
 
 def ss2d_scan_triton(
@@ -319,11 +370,9 @@ def ss2d_scan_triton(
     flat, dts, Bs, Cs = ss2d_projections(x.contiguous(), x_proj_weight, dt_projs_weight)
     if dts.stride(-1) != 1:
         dts = dts.contiguous()
-    state, length = A_logs.shape[1], height * width
-    launch = _launch_config(batch, state, length, dim, True, x.device)
-    pb = _Problem(batch, 4, dim, state, length, height, width, True, True, launch)
     A = -torch.exp(A_logs.float())
-    y = _ScanFn.apply(pb, flat, dts, A, Bs, Cs, Ds.contiguous(), dt_projs_bias.reshape(-1).contiguous())
+    y, _ = scan_fwd(flat, dts, A, Bs, Cs, Ds.contiguous(), dt_projs_bias.reshape(-1).contiguous(), True, height, width,
+                    True)
     return y.view(batch, height, width, dim)
 
 
