@@ -21,12 +21,15 @@ for step in $STEPS; do
   case $step in
     env) run env 60 bash -c 'nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; python -c "import torch, triton; print(torch.__version__, torch.version.cuda, triton.__version__)"' ;;
     tests) run tests 300 python -m pytest tests/ops tests/data/test_augment.py -q -x ;;
+    alltests) run alltests 500 python -m pytest tests -q -x -p no:cacheprovider ;;
     scan) run scan 300 python benchmarks/bench_scan.py --out "$OUTDIR/scan.json" ;;
     sweep) run sweep 300 python benchmarks/bench_scan.py --out "$OUTDIR/sweep.json" --sweep ;;
     model) run model 300 python -m msvmunet benchmark --batch 32 1 --json "$OUTDIR/model.json" ;;
     model_torch) run model_torch 300 python -m msvmunet benchmark --batch 32 --backend torch --json "$OUTDIR/model_torch.json" ;;
     graph) run graph 300 python -m msvmunet benchmark --batch 1 32 --mode infer --cuda-graph --json "$OUTDIR/graph.json" ;;
+    graph_train) run graph_train 300 python -m msvmunet benchmark --batch 32 --cuda-graph --json "$OUTDIR/graph_train.json" ;;
     compile) run compile 400 python -m msvmunet benchmark --batch 32 --compile --json "$OUTDIR/compile.json" ;;
+    compile_graph) run compile_graph 400 python -m msvmunet benchmark --batch 32 --compile --cuda-graph --json "$OUTDIR/compile_graph.json" ;;
     profile) run profile 300 python benchmarks/gpu_profile.py --out "$OUTDIR/profile_train.txt" ;;
     profile_infer) run profile_infer 300 python benchmarks/gpu_profile.py --mode infer --batch 1 --out "$OUTDIR/profile_infer.txt" ;;
     augment) run augment 300 python benchmarks/bench_augment.py --device cuda --batch 256 --size 224 --native 512 ;;
