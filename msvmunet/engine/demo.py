@@ -11,7 +11,7 @@ from .evaluate import evaluate
 from .train import train
 
 # the phantom of the demo: small enough to train on a laptop CPU in a few minutes
-DEMO_PHANTOM = dict(cases=9, test_cases=3, size=96, slices=32, seed=0)
+DEMO_PHANTOM = dict(cases=16, test_cases=4, size=96, slices=16, seed=0)
 
 
 def run_demo(output: str | Path = "runs/demo", *, device: str = "auto", epochs: int | None = None,

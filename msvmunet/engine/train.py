@@ -23,8 +23,9 @@ from ..models import MSVMUNet, create_model
 from .checkpointing import load_training_checkpoint, save_training_checkpoint
 from .config import TrainConfig, save_yaml
 from .distributed import DistInfo, all_reduce_mean, barrier, cleanup, init_distributed, unwrap
-from .inference import autocast_context, predict_volume, resolve_precision
+from .inference import predict_volume, resolve_precision
 from .losses import DiceCELoss
+from .step import StepRunner, graph_capable
 
 
 class TrainingError(MsvmUnetError):
@@ -155,10 +156,13 @@ def _train(config: TrainConfig, resume, info: DistInfo) -> Path:
         raise ConfigError("choose one way of selecting the checkpoint: --val-cases or --select-on-test")
     dataset = data.slices("train", cases=train_cases, size=config.image_size)
     sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=config.seed)
+    # a captured training step needs one batch shape: then the last partial batch of an epoch is dropped
+    drop_last = config.cuda_graph and graph_capable(device, info.world_size, precision, config.compile) \
+        and len(dataset) >= config.batch_size
     loader = DataLoader(
         dataset, batch_size=config.batch_size // info.world_size, sampler=sampler,
         num_workers=config.num_workers, pin_memory=device.type == "cuda",
-        persistent_workers=config.num_workers > 0, drop_last=False,
+        persistent_workers=config.num_workers > 0, drop_last=drop_last,
     )
     num_classes = data.num_classes
     augmenter = Augmenter(AugmentConfig(mode=config.noise)) if config.augment else None
@@ -166,8 +170,12 @@ def _train(config: TrainConfig, resume, info: DistInfo) -> Path:
     # model, optimiser ------------------------------------------------------------------------
     model = build_model(config, num_classes).to(device)
     criterion = DiceCELoss(config.ce_weight, config.dice_weight)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=config.betas, eps=config.eps,
-                                  weight_decay=config.weight_decay, fused=device.type == "cuda")
+    use_graph = config.cuda_graph and graph_capable(device, info.world_size, precision, config.compile)
+    # a CUDA graph bakes in plain numbers: the learning rate lives in a tensor the scheduler updates in place
+    lr = torch.tensor(config.lr, device=device) if use_graph else config.lr
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=config.betas, eps=config.eps,
+                                  weight_decay=config.weight_decay, fused=device.type == "cuda",
+                                  capturable=use_graph)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=config.min_lr)
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
 
@@ -177,6 +185,9 @@ def _train(config: TrainConfig, resume, info: DistInfo) -> Path:
         state = load_training_checkpoint(path, model.config)
         model.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
+        for group in optimizer.param_groups:  # a plain number or a device tensor, as this run needs
+            value = float(group["lr"])
+            group["lr"] = torch.tensor(value, device=device) if use_graph else value
         scheduler.load_state_dict(state["scheduler"])
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
@@ -203,7 +214,8 @@ def _train(config: TrainConfig, resume, info: DistInfo) -> Path:
         selection_split = None
         selection_note = "final epoch (no selection)"
 
-    wrapped, frozen = None, None
+    frozen = None
+    runner = None
     steps_per_epoch = len(loader) if config.steps_per_epoch is None else min(len(loader), config.steps_per_epoch)
     if info.is_main:
         print(f"training {config.model} on {len(dataset)} slices of {len(train_cases)} cases, "
@@ -221,6 +233,7 @@ def _train(config: TrainConfig, resume, info: DistInfo) -> Path:
                 wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
             if config.compile:
                 wrapped = torch.compile(wrapped)
+            runner = StepRunner(wrapped, criterion, optimizer, scaler, device, precision, use_graph)
         sampler.set_epoch(epoch)
         model.train()
         t0 = time.perf_counter()
@@ -238,35 +251,25 @@ def _train(config: TrainConfig, resume, info: DistInfo) -> Path:
                 images, labels = augmenter(images, labels, generator=generator)
             images = normalize(images)
             try:
-                with autocast_context(device, precision):
-                    logits = wrapped(images)
-                loss = criterion(logits, labels)
-                if not torch.isfinite(loss):
-                    raise TrainingError(
-                        f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; training stopped. "
-                        f"The last good checkpoint is {run_dir / 'last.pt'} (after epoch {epoch}). "
-                        "Try a lower --lr, or --precision fp32."
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    optimizer.step()
+                loss = runner(images, labels)
             except torch.OutOfMemoryError:
                 per = config.batch_size // info.world_size
                 raise TrainingError(
                     f"{device} ran out of memory at {per} images per process ({images.shape[-2]}x{images.shape[-1]}); "
                     f"try --batch-size {max(info.world_size, config.batch_size // 2)}"
                 ) from None
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; training stopped. "
+                    f"The last good checkpoint is {run_dir / 'last.pt'} (after epoch {epoch}). "
+                    "Try a lower --lr, or --precision fp32."
+                )
             loss_sum += loss.detach()
             steps += 1
             if info.is_main and hasattr(progress, "set_postfix"):
                 progress.set_postfix(loss=f"{loss.item():.4f}")
         mean_loss = all_reduce_mean(loss_sum / max(steps, 1), info).item()
-        lr = optimizer.param_groups[0]["lr"]
+        lr = float(optimizer.param_groups[0]["lr"])
         scheduler.step()
         row: dict[str, Any] = {"epoch": epoch + 1, "loss": mean_loss, "lr": lr,
                                "seconds": time.perf_counter() - t0, "encoder_frozen": int(frozen)}
