@@ -69,7 +69,7 @@ def _cases(text: str):
 
 def run(args: argparse.Namespace) -> int:
     from ..engine.config import TrainConfig, resolve_config
-    from ..engine.train import train
+    from ..engine.trainer import train
 
     names = [f.name for f in dataclasses.fields(TrainConfig)]
     config = resolve_config(args.preset, args.config, **{n: getattr(args, n) for n in names})

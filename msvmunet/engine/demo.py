@@ -8,7 +8,7 @@ from typing import Any
 
 from .config import resolve_config
 from .evaluate import evaluate
-from .train import train
+from .trainer import train
 
 # the phantom of the demo: small enough to train on a laptop CPU in a few minutes
 DEMO_PHANTOM = dict(cases=16, test_cases=4, size=96, slices=16, seed=0)

@@ -106,14 +106,14 @@ def predict(
             if overlay_dir is not None:
                 from ..metrics import save_case_overlays
 
-                save_case_overlays(overlay_dir, _stem(path), image, pred, pred, colors)
+                save_case_overlays(overlay_dir, _stem(path), image, None, pred, colors)
         else:
             image = _read_image(path)
             pred = predict_volume(model, image[None], size=size, batch_size=1, precision=precision)[0]
             target = output if single_file else output / f"{_stem(path)}_seg.png"
             _write_label_png(target, pred)
             if overlay_dir is not None:
-                save_overlay(Path(overlay_dir) / f"{_stem(path)}_overlay.png", image, pred, pred, colors)
+                save_overlay(Path(overlay_dir) / f"{_stem(path)}_overlay.png", image, None, pred, colors)
         written.append(target)
         if not quiet:
             counts = np.bincount(pred.ravel(), minlength=model.num_classes)

@@ -21,7 +21,7 @@ from .protocols import Aggregator
 
 def overlay_image(
     image: np.ndarray,
-    gt: np.ndarray,
+    gt: np.ndarray | None,
     pred: np.ndarray,
     colors: Sequence[RGB],
     alpha: float = 0.5,
@@ -31,10 +31,13 @@ def overlay_image(
 
     the grey image; the ground truth filled in colour; the prediction filled in colour with the ground
     truth's outline drawn over it in the class colour. ``window`` = (low, high) intensity range shown, by
-    default the slice's own range.
+    default the slice's own range. Without ground truth (``gt=None``, a new scan): two panels, the grey
+    image and the prediction.
     """
     image = np.asarray(image, dtype=np.float64)
-    gt, pred = np.asarray(gt).astype(np.int64), np.asarray(pred).astype(np.int64)
+    pred = np.asarray(pred).astype(np.int64)
+    gt = pred if gt is None else np.asarray(gt).astype(np.int64)
+    has_gt = gt is not pred
     if image.ndim != 2 or gt.shape != image.shape or pred.shape != image.shape:
         raise DataError(
             f"overlay needs one 2-D slice of image, ground truth and prediction of one shape, got "
@@ -51,6 +54,8 @@ def overlay_image(
         out[on] = (1 - alpha) * grey[on] + alpha * lut[labels[on]]
         return out
 
+    if not has_gt:
+        return Image.fromarray(np.round(np.concatenate([grey, filled(pred)], axis=1)).astype(np.uint8))
     with_outline = filled(pred)
     edge = _outline(gt)
     with_outline[edge] = lut[gt[edge]]
@@ -58,7 +63,7 @@ def overlay_image(
     return Image.fromarray(np.round(panels).astype(np.uint8))
 
 
-def save_overlay(path: PathLike, image: np.ndarray, gt: np.ndarray, pred: np.ndarray, colors: Sequence[RGB],
+def save_overlay(path: PathLike, image: np.ndarray, gt: np.ndarray | None, pred: np.ndarray, colors: Sequence[RGB],
                  alpha: float = 0.5, window: tuple[float, float] | None = None) -> Path:
     """Write ``overlay_image(...)`` as a PNG."""
     picture = overlay_image(image, gt, pred, colors, alpha, window)
@@ -78,27 +83,33 @@ def save_case_overlays(
     out_dir: PathLike,
     case: str,
     image: np.ndarray,
-    gt: np.ndarray,
+    gt: np.ndarray | None,
     pred: np.ndarray,
     colors: Sequence[RGB],
     slices: Sequence[int] | None = None,
     window: tuple[float, float] | None = None,
 ) -> list[Path]:
-    """image, gt, pred: (Z, Y, X). One PNG per slice index (default ``pick_slices(gt)``), ``<case>_z<k>.png``."""
-    image, gt, pred = np.asarray(image), np.asarray(gt), np.asarray(pred)
-    if image.ndim != 3 or gt.shape != image.shape or pred.shape != image.shape:
+    """image, gt, pred: (Z, Y, X). One PNG per slice index (default ``pick_slices(gt)``), ``<case>_z<k>.png``.
+
+    ``gt=None`` (a new scan): the slices are picked from the prediction, and drawn without ground truth.
+    """
+    image, pred = np.asarray(image), np.asarray(pred)
+    gt = None if gt is None else np.asarray(gt)
+    reference = pred if gt is None else gt
+    if image.ndim != 3 or reference.shape != image.shape or pred.shape != image.shape:
         raise DataError(
             f"case {case!r}: overlays need (Z, Y, X) image, ground truth and prediction of one shape, got "
-            f"{image.shape}, {gt.shape}, {pred.shape}"
+            f"{image.shape}, {reference.shape}, {pred.shape}"
         )
     stem = re.sub(r"[^A-Za-z0-9._-]", "_", case)
-    chosen = pick_slices(gt) if slices is None else list(slices)
+    chosen = pick_slices(reference) if slices is None else list(slices)
     for z in chosen:
         if not -len(image) <= z < len(image):
             raise DataError(f"case {case!r}: slice {z} is outside 0 .. {len(image) - 1}")
     out_dir = Path(out_dir)
     return [
-        save_overlay(out_dir / f"{stem}_z{z % len(image):03d}.png", image[z], gt[z], pred[z], colors, window=window)
+        save_overlay(out_dir / f"{stem}_z{z % len(image):03d}.png", image[z], None if gt is None else gt[z], pred[z],
+                     colors, window=window)
         for z in chosen
     ]
 

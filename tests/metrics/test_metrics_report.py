@@ -197,3 +197,15 @@ def test_atomic_write_replaces_whole_files_and_leaves_no_temporaries(tmp_path):
     assert target.read_bytes() == b"old"
     atomic_write(target, lambda f: f.write(b"new"))
     assert target.read_bytes() == b"new" and [p.name for p in target.parent.iterdir()] == ["file.txt"]
+
+
+def test_overlay_without_ground_truth_has_two_panels():
+    from msvmunet.metrics import overlay_image
+
+    image = np.linspace(0, 1, 12 * 10).reshape(12, 10)
+    pred = np.zeros((12, 10), dtype=np.int64)
+    pred[3:6, 2:5] = 1
+    picture = overlay_image(image, None, pred, [(255, 0, 0)])
+    assert picture.size == (20, 12)
+    array = np.asarray(picture)
+    assert array[4, 13, 0] > array[4, 13, 1]  # the predicted pixel is tinted red in the second panel
