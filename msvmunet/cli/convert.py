@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import torch
@@ -33,6 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .. import from_official_checkpoint, load_model, save_model, to_official_state_dict
+    from .._files import atomic_write
     from . import CLIError
 
     if args.output.exists() and not args.force:
@@ -48,9 +48,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         state = to_official_state_dict(load_model(args.input))
         obj = {"state_dict": {"_model." + k: v for k, v in state.items()}} if args.lightning else state
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.output.with_name(args.output.name + ".tmp")
-        torch.save(obj, tmp)
-        os.replace(tmp, args.output)
+        atomic_write(args.output, lambda f: torch.save(obj, f))
         print(f"wrote {args.output}: {len(state)} tensors in the official key layout")
     return 0

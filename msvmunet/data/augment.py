@@ -39,7 +39,6 @@ device give the same batch.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 

@@ -8,14 +8,13 @@ renames it, so an interrupted run never leaves a half-written file under the fin
 from __future__ import annotations
 
 import os
-import uuid
 import zipfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
+from .._files import atomic_path, atomic_write_text
 from ..errors import DataError
 
 PathLike = str | os.PathLike
@@ -166,20 +165,6 @@ def check_same_shape(image: np.ndarray, label: np.ndarray, where: str) -> None:
 # ----------------------------------------------------------------------------- atomic writers
 
 
-@contextmanager
-def atomic_path(path: PathLike) -> Iterator[Path]:
-    """A temporary path beside ``path`` (same file ending) renamed onto ``path`` on success."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def write_npz(path: PathLike, **arrays: np.ndarray) -> None:
     """Write arrays into a compressed ``.npz`` atomically."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
@@ -212,5 +197,4 @@ def write_nifti(path: PathLike, array: np.ndarray, affine: np.ndarray, header=No
 
 def write_text(path: PathLike, text: str) -> None:
     """Write a text file atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
+    atomic_write_text(path, text)

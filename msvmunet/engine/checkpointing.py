@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._files import atomic_write
 from ..errors import CheckpointError
 from ..models.checkpoints import checkpoint_dict, load_file
 from ..models.config import ModelConfig
@@ -39,15 +39,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
     """torch.save to a temporary file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def save_training_checkpoint(path: str | Path, *, model, optimizer, scheduler, scaler, epoch: int,

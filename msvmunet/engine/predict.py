@@ -138,7 +138,7 @@ def _read_image(path: Path) -> np.ndarray:
 def _write_label_png(path: Path, labels: np.ndarray) -> None:
     from PIL import Image
 
-    from ..data.io import atomic_path
+    from .._files import atomic_path
 
     with atomic_path(path) as tmp:
         Image.fromarray(labels.astype(np.uint8)).save(tmp, format="PNG")

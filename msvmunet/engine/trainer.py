@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import csv
-import math
 import random
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from ..errors import ConfigError, MsvmUnetError
 from ..models import MSVMUNet, create_model
 from .checkpointing import load_training_checkpoint, save_training_checkpoint
 from .config import TrainConfig, save_yaml
-from .distributed import DistInfo, all_reduce_mean, barrier, cleanup, init_distributed, unwrap
+from .distributed import DistInfo, all_reduce_mean, barrier, cleanup, init_distributed
 from .inference import predict_volume, resolve_precision
 from .losses import DiceCELoss
 from .step import StepRunner, graph_capable

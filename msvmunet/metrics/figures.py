@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DataError
-from ._files import PathLike, atomic_write
+from .._files import PathLike, atomic_write
 from .labels import RGB, default_colors
 from .protocols import Aggregator
 

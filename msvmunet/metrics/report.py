@@ -12,7 +12,7 @@ import json
 import math
 from pathlib import Path
 
-from ._files import PathLike, atomic_write_text
+from .._files import PathLike, atomic_write_text
 from .protocols import METRICS, Aggregator, MetricSummary, Summary
 
 CSV_COLUMNS = ("case", "class_id", "class_name", *METRICS, "pred_voxels", "gt_voxels")

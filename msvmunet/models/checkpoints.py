@@ -15,6 +15,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
+from .._files import atomic_write
 from ..errors import CheckpointError
 from .config import PRESETS, DecoderConfig, EncoderConfig, ModelConfig
 from .msvm_unet import MSVMUNet
@@ -355,12 +356,8 @@ def checkpoint_dict(model: MSVMUNet, **extra: Any) -> dict[str, Any]:
 
 def save_model(model: MSVMUNet, path: str | os.PathLike, **extra: Any) -> Path:
     """Write the model (and ``extra`` plain values) atomically: a temporary file, then a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(checkpoint_dict(model, **extra), tmp)
-    os.replace(tmp, path)
-    return path
+    obj = checkpoint_dict(model, **extra)
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def model_from_checkpoint(obj: Mapping[str, Any], source: str = "<checkpoint>") -> MSVMUNet:

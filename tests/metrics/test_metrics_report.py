@@ -26,7 +26,7 @@ from msvmunet.metrics import (
     write_report,
     write_summary_json,
 )
-from msvmunet.metrics._files import atomic_write
+from msvmunet._files import atomic_write
 
 
 def acdc_aggregator(protocol: str) -> Aggregator:

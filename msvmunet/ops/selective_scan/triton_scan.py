@@ -341,8 +341,6 @@ def selective_scan_triton(
     Any strides; contiguous steps (stride 1 along L) give coalesced loads.
     """
     _check_device(u)
-    batch, channels, length = u.shape
-    groups, state = B.shape[1], A.shape[1]
     y, _ = scan_fwd(u, delta, A.contiguous(), B, C, _contiguous(D), _contiguous(delta_bias), False, 1, 1,
                     bool(delta_softplus))
     return y
