@@ -22,6 +22,8 @@ for step in $STEPS; do
     env) run env 60 bash -c 'nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; python -c "import torch, triton; print(torch.__version__, torch.version.cuda, triton.__version__)"' ;;
     tests) run tests 300 python -m pytest tests/ops tests/data/test_augment.py -q -x ;;
     alltests) run alltests 500 python -m pytest tests -q -x -p no:cacheprovider ;;
+    gputests) run gputests 300 python -m pytest tests/ops tests/engine/test_gpu.py tests/data/test_augment.py tests/models -q -p no:cacheprovider ;;
+    stability) run stability 300 python benchmarks/stability.py --steps 200 --out "$OUTDIR/stability.json" ;;
     scan) run scan 300 python benchmarks/bench_scan.py --out "$OUTDIR/scan.json" ;;
     sweep) run sweep 300 python benchmarks/bench_scan.py --out "$OUTDIR/sweep.json" --sweep ;;
     model) run model 300 python -m msvmunet benchmark --batch 32 1 --json "$OUTDIR/model.json" ;;
