@@ -145,7 +145,7 @@ def _graphed(fn: Callable[[], Any], device: torch.device, before_capture: Callab
     if before_capture is not None:
         before_capture()
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
         out = fn()
 
     def replay() -> torch.Tensor:

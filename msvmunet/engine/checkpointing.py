@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +43,58 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     return atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def save_training_checkpoint(path: str | Path, *, model, optimizer, scheduler, scaler, epoch: int,
-                             train_config: dict, preprocessing: dict | None, classes: list[str],
-                             history: list[dict], best: dict | None, **extra: Any) -> Path:
+def _to_cpu(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+class CheckpointWriter:
+    """Writes checkpoints from a background thread so that training does not wait for the disk.
+
+    ``save`` snapshots everything to CPU memory at once (so later training steps cannot change what
+    is written), then writes atomically in the background; the next ``save`` or ``close`` waits for
+    the previous write. A killed process leaves the previous complete file in place.
+    """
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def save(self, path: str | Path, obj: dict[str, Any]) -> None:
+        self.wait()
+        snapshot = _to_cpu(obj)
+
+        def write() -> None:
+            try:
+                atomic_save(snapshot, path)
+            except BaseException as err:  # reported by the next wait()
+                self._error = err
+
+        self._thread = threading.Thread(target=write, name="checkpoint-writer", daemon=False)
+        self._thread.start()
+
+    def wait(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            err, self._error = self._error, None
+            raise err
+
+    close = wait
+
+
+def training_state(*, model, optimizer, scheduler, scaler, epoch: int, train_config: dict,
+                   preprocessing: dict | None, classes: list[str], history: list[dict], best: dict | None,
+                   **extra: Any) -> dict[str, Any]:
     """Everything needed to resume after ``epoch`` (the number of completed epochs), plus ``extra``
     plain values (e.g. ``selection``: how this checkpoint was chosen)."""
-    obj = checkpoint_dict(
+    return checkpoint_dict(
         unwrap(model),
         epoch=epoch,
         train_config=train_config,
@@ -61,7 +108,11 @@ def save_training_checkpoint(path: str | Path, *, model, optimizer, scheduler, s
         best=best,
         **extra,
     )
-    return atomic_save(obj, path)
+
+
+def save_training_checkpoint(path: str | Path, **state: Any) -> Path:
+    """Write :func:`training_state` now, atomically (the synchronous form of :class:`CheckpointWriter`)."""
+    return atomic_save(training_state(**state), path)
 
 
 def load_training_checkpoint(path: str | Path, model_config: ModelConfig) -> dict[str, Any]:

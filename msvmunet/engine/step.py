@@ -81,7 +81,8 @@ class StepRunner:
         static_images, static_labels = images.clone(), labels.clone()
         self.optimizer.zero_grad(set_to_none=True)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
+        # thread-local: the DataLoader's pin-memory thread keeps using CUDA while this thread captures
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             loss = self._loss(static_images, static_labels)
             loss.backward()
             self.optimizer.step()

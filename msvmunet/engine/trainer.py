@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from ..errors import ConfigError, MsvmUnetError
 from ..models import MSVMUNet, create_model
-from .checkpointing import load_training_checkpoint, save_training_checkpoint
+from .checkpointing import CheckpointWriter, load_training_checkpoint, training_state
 from .config import TrainConfig, save_yaml
 from .distributed import DistInfo, all_reduce_mean, barrier, cleanup, init_distributed
 from .inference import predict_volume, resolve_precision
@@ -215,86 +215,91 @@ def _train(config: TrainConfig, resume, info: DistInfo) -> Path:
 
     frozen = None
     runner = None
-    steps_per_epoch = len(loader) if config.steps_per_epoch is None else min(len(loader), config.steps_per_epoch)
-    if info.is_main:
-        print(f"training {config.model} on {len(dataset)} slices of {len(train_cases)} cases, "
-              f"{num_classes} classes, {steps_per_epoch} steps x {config.epochs} epochs, {device}, {precision}, "
-              f"{info.world_size} process(es)")
-
-    for epoch in range(start_epoch, config.epochs):
-        # the encoder is frozen for the first epochs; DDP is rebuilt when the trainable set changes
-        want_frozen = epoch < config.freeze_encoder_epochs
-        if want_frozen != frozen:
-            model.encoder.requires_grad_(not want_frozen)
-            frozen = want_frozen
-            wrapped = model
-            if info.enabled:
-                wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-            if config.compile:
-                wrapped = torch.compile(wrapped)
-            runner = StepRunner(wrapped, criterion, optimizer, scaler, device, precision, use_graph)
-        sampler.set_epoch(epoch)
-        model.train()
-        t0 = time.perf_counter()
-        loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-        steps = 0
-        progress = _progress(loader, steps_per_epoch, f"epoch {epoch + 1}/{config.epochs}", info.is_main)
-        for step, batch in enumerate(progress):
-            if step >= steps_per_epoch:
-                break
-            images = batch["image"].to(device, non_blocking=True)
-            labels = batch["label"].to(device, non_blocking=True)
-            if augmenter is not None:
-                generator = torch.Generator(device=device).manual_seed(
-                    hash((config.seed, epoch, step, info.rank)) % 2**63)
-                images, labels = augmenter(images, labels, generator=generator)
-            images = normalize(images)
-            try:
-                loss = runner(images, labels)
-            except torch.OutOfMemoryError:
-                per = config.batch_size // info.world_size
-                raise TrainingError(
-                    f"{device} ran out of memory at {per} images per process ({images.shape[-2]}x{images.shape[-1]}); "
-                    f"try --batch-size {max(info.world_size, config.batch_size // 2)}"
-                ) from None
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; training stopped. "
-                    f"The last good checkpoint is {run_dir / 'last.pt'} (after epoch {epoch}). "
-                    "Try a lower --lr, or --precision fp32."
-                )
-            loss_sum += loss.detach()
-            steps += 1
-            if info.is_main and hasattr(progress, "set_postfix"):
-                progress.set_postfix(loss=f"{loss.item():.4f}")
-        mean_loss = all_reduce_mean(loss_sum / max(steps, 1), info).item()
-        lr = float(optimizer.param_groups[0]["lr"])
-        scheduler.step()
-        row: dict[str, Any] = {"epoch": epoch + 1, "loss": mean_loss, "lr": lr,
-                               "seconds": time.perf_counter() - t0, "encoder_frozen": int(frozen)}
-
-        last_epoch = epoch + 1 == config.epochs
-        if selection_split and ((epoch + 1) % config.val_every == 0 or last_epoch):
-            volumes = list(data.volumes(selection_split, cases=selection_cases))
-            dice = _mean_dice(model, volumes, num_classes, config, info, device)
-            row["val_dice" if selection_split == "train" else "test_dice_for_selection"] = dice
-            if best is None or dice > best["dice"]:
-                best = {"dice": dice, "epoch": epoch + 1}
-                if info.is_main:
-                    save_training_checkpoint(
-                        run_dir / "best.pt", model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                        epoch=epoch + 1, history=history.rows + [row], best=best,
-                        selection=f"best mean Dice {dice:.4f} at epoch {epoch + 1}; {selection_note}", **ckpt_extra)
-        history.add(row)
+    writer = CheckpointWriter()
+    try:
+        steps_per_epoch = len(loader) if config.steps_per_epoch is None else min(len(loader), config.steps_per_epoch)
         if info.is_main:
-            for name in ("last.pt", "final.pt") if last_epoch else ("last.pt",):
-                save_training_checkpoint(
-                    run_dir / name, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                    epoch=epoch + 1, history=history.rows, best=best,
-                    selection=("final epoch" if name == "final.pt" else "epoch") + f" {epoch + 1}", **ckpt_extra)
-            print(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
-        barrier(info)
-    history.close()
+            print(f"training {config.model} on {len(dataset)} slices of {len(train_cases)} cases, "
+                  f"{num_classes} classes, {steps_per_epoch} steps x {config.epochs} epochs, {device}, {precision}, "
+                  f"{info.world_size} process(es)")
+
+        for epoch in range(start_epoch, config.epochs):
+            # the encoder is frozen for the first epochs; DDP is rebuilt when the trainable set changes
+            want_frozen = epoch < config.freeze_encoder_epochs
+            if want_frozen != frozen:
+                model.encoder.requires_grad_(not want_frozen)
+                frozen = want_frozen
+                wrapped = model
+                if info.enabled:
+                    wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+                if config.compile:
+                    wrapped = torch.compile(wrapped)
+                runner = StepRunner(wrapped, criterion, optimizer, scaler, device, precision, use_graph)
+            sampler.set_epoch(epoch)
+            model.train()
+            t0 = time.perf_counter()
+            loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+            steps = 0
+            progress = _progress(loader, steps_per_epoch, f"epoch {epoch + 1}/{config.epochs}", info.is_main)
+            for step, batch in enumerate(progress):
+                if step >= steps_per_epoch:
+                    break
+                images = batch["image"].to(device, non_blocking=True)
+                labels = batch["label"].to(device, non_blocking=True)
+                if augmenter is not None:
+                    generator = torch.Generator(device=device).manual_seed(
+                        hash((config.seed, epoch, step, info.rank)) % 2**63)
+                    images, labels = augmenter(images, labels, generator=generator)
+                images = normalize(images)
+                try:
+                    loss = runner(images, labels)
+                except torch.OutOfMemoryError:
+                    per = config.batch_size // info.world_size
+                    raise TrainingError(
+                        f"{device} ran out of memory at {per} images per process ({images.shape[-2]}x{images.shape[-1]}); "
+                        f"try --batch-size {max(info.world_size, config.batch_size // 2)}"
+                    ) from None
+                if not torch.isfinite(loss):
+                    raise TrainingError(
+                        f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; training stopped. "
+                        f"The last good checkpoint is {run_dir / 'last.pt'} (after epoch {epoch}). "
+                        "Try a lower --lr, or --precision fp32."
+                    )
+                loss_sum += loss.detach()
+                steps += 1
+                if info.is_main and hasattr(progress, "set_postfix"):
+                    progress.set_postfix(loss=f"{loss.item():.4f}")
+            mean_loss = all_reduce_mean(loss_sum / max(steps, 1), info).item()
+            lr = float(optimizer.param_groups[0]["lr"])
+            scheduler.step()
+            row: dict[str, Any] = {"epoch": epoch + 1, "loss": mean_loss, "lr": lr,
+                                   "seconds": time.perf_counter() - t0, "encoder_frozen": int(frozen)}
+
+            last_epoch = epoch + 1 == config.epochs
+            if selection_split and ((epoch + 1) % config.val_every == 0 or last_epoch):
+                volumes = list(data.volumes(selection_split, cases=selection_cases))
+                dice = _mean_dice(model, volumes, num_classes, config, info, device)
+                row["val_dice" if selection_split == "train" else "test_dice_for_selection"] = dice
+                if best is None or dice > best["dice"]:
+                    best = {"dice": dice, "epoch": epoch + 1}
+                    if info.is_main:
+                        writer.save(run_dir / "best.pt", training_state(
+                            model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, epoch=epoch + 1,
+                            history=history.rows + [row], best=best,
+                            selection=f"best mean Dice {dice:.4f} at epoch {epoch + 1}; {selection_note}", **ckpt_extra))
+            history.add(row)
+            if info.is_main:
+                state = training_state(model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                                       epoch=epoch + 1, history=history.rows, best=best, selection=f"epoch {epoch + 1}",
+                                       **ckpt_extra)
+                writer.save(run_dir / "last.pt", state)
+                if last_epoch:
+                    writer.save(run_dir / "final.pt", dict(state, selection=f"final epoch {epoch + 1}"))
+                print(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+            barrier(info)
+    finally:
+        writer.close()  # the last checkpoint is complete on disk before returning or raising
+        history.close()
     return run_dir
 
 

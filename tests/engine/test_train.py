@@ -74,28 +74,28 @@ def test_stop_and_resume_give_the_same_weights(tiny_phantom, tmp_path):
 
 
 def _train_epochs(config, epochs):
-    """Run ``config`` but stop after ``epochs`` epochs, as an interruption would (the schedule keeps
-    config.epochs)."""
+    """Run ``config`` but stop right after ``epochs`` epochs are checkpointed, as an interruption would
+    (the schedule keeps config.epochs)."""
     from msvmunet.engine import trainer as module
 
     class Stop(Exception):
         pass
 
-    original = module.save_training_checkpoint
+    class StoppingWriter(module.CheckpointWriter):
+        def save(self, path, obj):
+            super().save(path, obj)
+            if path.name == "last.pt" and obj["epoch"] == epochs:
+                self.wait()
+                raise Stop
 
-    def save_then_stop(path, **kw):
-        out = original(path, **kw)
-        if path.name == "last.pt" and kw["epoch"] == epochs:
-            raise Stop
-        return out
-
-    module.save_training_checkpoint = save_then_stop
+    original = module.CheckpointWriter
+    module.CheckpointWriter = StoppingWriter
     try:
         module.train(config)
     except Stop:
         pass
     finally:
-        module.save_training_checkpoint = original
+        module.CheckpointWriter = original
 
 
 def test_resume_refuses_another_model_and_corrupt_files(tiny_phantom, tmp_path):

@@ -52,7 +52,7 @@ def assert_close(name: str, out: torch.Tensor, ref: torch.Tensor, tol: float) ->
     assert out.shape == ref.shape, f"{name}: shape {tuple(out.shape)} != {tuple(ref.shape)}"
     assert torch.isfinite(out).all(), f"{name}: non-finite values"
     if ref.abs().max() == 0:  # e.g. dA at L = 1: the reference is exactly 0, fp32 rounding is not
-        assert out.abs().max() < 1e-6, f"{name}: {out.abs().max():.2e} where the reference is exactly 0"
+        assert out.abs().max() < 1e-5, f"{name}: {out.abs().max():.2e} where the reference is exactly 0"
         return
     err = rel_err(out, ref)
     assert err < tol, f"{name}: relative error {err:.2e} >= {tol:.0e}"

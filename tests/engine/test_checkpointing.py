@@ -1,0 +1,33 @@
+"""The background checkpoint writer: snapshots, atomic files, errors surfaced."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from msvmunet.engine.checkpointing import CheckpointWriter
+
+
+def test_writer_snapshots_at_save_time_and_writes_whole_files(tmp_path):
+    writer = CheckpointWriter()
+    weight = torch.ones(1000)
+    writer.save(tmp_path / "last.pt", {"w": weight, "epoch": 1, "nested": {"m": [weight * 2]}})
+    weight.fill_(5.0)  # training goes on while the file is written
+    writer.wait()
+    saved = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert torch.equal(saved["w"], torch.ones(1000)) and saved["epoch"] == 1
+    assert torch.equal(saved["nested"]["m"][0], torch.full((1000,), 2.0))
+    writer.save(tmp_path / "last.pt", {"epoch": 2})
+    writer.close()
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_write_errors_are_raised_at_the_next_wait(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    writer = CheckpointWriter()
+    writer.save(blocker / "last.pt", {"epoch": 1})
+    with pytest.raises(OSError):
+        writer.wait()
+    writer.wait()  # reported once
