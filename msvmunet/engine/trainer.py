@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import random
 import time
 from pathlib import Path
@@ -155,9 +156,9 @@ def _train(config: TrainConfig, resume, info: DistInfo) -> Path:
         raise ConfigError("choose one way of selecting the checkpoint: --val-cases or --select-on-test")
     dataset = data.slices("train", cases=train_cases, size=config.image_size)
     sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=config.seed)
+    use_graph = config.cuda_graph and graph_capable(device, info.world_size, precision, config.compile)
     # a captured training step needs one batch shape: then the last partial batch of an epoch is dropped
-    drop_last = config.cuda_graph and graph_capable(device, info.world_size, precision, config.compile) \
-        and len(dataset) >= config.batch_size
+    drop_last = use_graph and len(dataset) >= config.batch_size
     loader = DataLoader(
         dataset, batch_size=config.batch_size // info.world_size, sampler=sampler,
         num_workers=config.num_workers, pin_memory=device.type == "cuda",
@@ -169,7 +170,6 @@ def _train(config: TrainConfig, resume, info: DistInfo) -> Path:
     # model, optimiser ------------------------------------------------------------------------
     model = build_model(config, num_classes).to(device)
     criterion = DiceCELoss(config.ce_weight, config.dice_weight)
-    use_graph = config.cuda_graph and graph_capable(device, info.world_size, precision, config.compile)
     # a CUDA graph bakes in plain numbers: the learning rate lives in a tensor the scheduler updates in place
     lr = torch.tensor(config.lr, device=device) if use_graph else config.lr
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=config.betas, eps=config.eps,
@@ -200,7 +200,8 @@ def _train(config: TrainConfig, resume, info: DistInfo) -> Path:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_yaml(config, run_dir / "config.yaml")
     history = _History(run_dir, info.is_main, history_rows)
-    ckpt_extra = dict(train_config=config.to_dict(), preprocessing=data.preprocessing.to_dict(),
+    preprocessing = dataclasses.replace(data.preprocessing, size=config.image_size)
+    ckpt_extra = dict(train_config=config.to_dict(), preprocessing=preprocessing.to_dict(),
                       classes=list(data.class_names))
 
     if config.select_on_test:
