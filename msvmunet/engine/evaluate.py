@@ -9,7 +9,7 @@ import torch
 
 from ..errors import ConfigError
 from ..models.checkpoints import load_file, model_from_checkpoint
-from .inference import predict_volume
+from .inference import pick_device, predict_volume
 
 PAPER_NAMES = {
     ("aorta", "gallbladder", "left_kidney", "right_kidney", "liver", "pancreas", "spleen", "stomach"): "SYNAPSE",
@@ -36,12 +36,11 @@ def load_for_inference(checkpoint: str | Path, device: str | torch.device = "cpu
     return model, obj
 
 
-def pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' asked for, but PyTorch sees no CUDA device; use --device cpu")
-    return torch.device(device)
+def network_size(ckpt: dict) -> int:
+    """The side the network was trained at (slices are resized to it): from the training configuration,
+    else the stored preprocessing, else the paper's 224."""
+    return int((ckpt.get("train_config") or {}).get("image_size") or (ckpt.get("preprocessing") or {}).get("size")
+               or 224)
 
 
 def evaluate(
@@ -76,7 +75,7 @@ def evaluate(
             f"{checkpoint} predicts {model.num_classes} classes but {data} has {dataset.num_classes}; "
             "evaluate on the dataset the model was trained for"
         )
-    size = int((ckpt.get("train_config") or {}).get("image_size") or (ckpt.get("preprocessing") or {}).get("size") or 224)
+    size = network_size(ckpt)
     labels = label_set(dataset.class_names)
     aggregators = {p: metrics.Aggregator(labels.names, protocol=p) for p in protocols}
     output = Path(output)

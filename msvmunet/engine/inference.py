@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from scipy.ndimage import zoom
 
+from ..errors import ConfigError
 from .distributed import unwrap
 
 
@@ -26,6 +27,15 @@ def autocast_context(device: torch.device, precision: str, cache: bool = True):
         dtype = torch.bfloat16 if precision == "bf16" else torch.float16
         return torch.autocast(device_type=device.type, dtype=dtype, cache_enabled=cache)
     return contextlib.nullcontext()
+
+
+def pick_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when PyTorch sees a GPU, else the CPU; asking for CUDA without one is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' asked for, but PyTorch sees no CUDA device; use --device cpu")
+    return torch.device(device)
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

@@ -8,8 +8,8 @@ from typing import Iterable
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from .evaluate import label_set, load_for_inference, pick_device
-from .inference import predict_volume
+from .evaluate import label_set, load_for_inference, network_size
+from .inference import pick_device, predict_volume
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -89,7 +89,7 @@ def predict(
     prep = _preprocessing(ckpt, preprocessing)
     if prep.num_classes != model.num_classes:
         raise ConfigError(f"the preprocessing names {prep.num_classes} classes but the model predicts {model.num_classes}")
-    size = int((ckpt.get("train_config") or {}).get("image_size") or prep.size)
+    size = network_size(ckpt)
     colors = label_set(prep.class_names).colors
     output = Path(output)
     single_file = len(files) == 1 and _kind(output) is not None

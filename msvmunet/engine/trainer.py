@@ -23,7 +23,7 @@ from ..models import MSVMUNet, create_model
 from .checkpointing import CheckpointWriter, load_training_checkpoint, training_state
 from .config import TrainConfig, save_yaml
 from .distributed import DistInfo, all_reduce_mean, barrier, cleanup, init_distributed
-from .inference import predict_volume, resolve_precision
+from .inference import pick_device, predict_volume, resolve_precision
 from .losses import DiceCELoss
 from .step import StepRunner, graph_capable
 
@@ -39,14 +39,11 @@ def seed_everything(seed: int) -> None:
 
 
 def resolve_device(device: str, info: DistInfo) -> torch.device:
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError("device 'cuda' asked for, but PyTorch sees no CUDA device; use --device cpu")
-        if info.enabled or device == "cuda":
-            device = f"cuda:{info.local_rank}"
-    return torch.device(device)
+    """:func:`pick_device`, with one GPU per torchrun process (its local rank)."""
+    dev = pick_device(device)
+    if dev.type == "cuda" and (info.enabled or dev.index is None):
+        dev = torch.device("cuda", info.local_rank)
+    return dev
 
 
 def build_model(config: TrainConfig, num_classes: int) -> MSVMUNet:
