@@ -166,22 +166,35 @@ class PatchExpand(nn.Module):
         self.dwconv = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
         self.norm = nn.LayerNorm(self.out_dim)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def expand(self, x: Tensor) -> Tensor:
+        """(B, H, W, C) -> (B, H, W, scale, scale, out_dim): every sub-pixel's channels, before the shuffle."""
         x = conv1x1_nhwc(self.proj, x)
         x = self.bn(x.permute(0, 3, 1, 2))
         x = conv_nhwc(self.dwconv, F.relu(x).permute(0, 2, 3, 1))
         b, h, w, _ = x.shape
-        s = self.scale
-        x = x.reshape(b, h, w, s, s, self.out_dim).permute(0, 1, 3, 2, 4, 5).reshape(b, h * s, w * s, self.out_dim)
-        return self.norm(x)
+        return x.reshape(b, h, w, self.scale, self.scale, self.out_dim)
+
+    @staticmethod
+    def shuffle(x: Tensor) -> Tensor:
+        """(B, H, W, s, s, C) -> (B, sH, sW, C): ``b h w (p1 p2 c) -> b (h p1) (w p2) c``."""
+        b, h, w, s, _, c = x.shape
+        return x.permute(0, 1, 3, 2, 4, 5).reshape(b, h * s, w * s, c)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(self.shuffle(self.expand(x)))
 
 
 class FinalPatchExpand(PatchExpand):
-    """FLKPE: a x4 PatchExpand keeping C channels (C -> 16C -> shuffle), then a 1x1 conv to the classes."""
+    """FLKPE: a x4 PatchExpand keeping C channels (C -> 16C -> shuffle), then a 1x1 conv to the classes.
+
+    LayerNorm and the 1x1 conv act on each output pixel alone, so they run before the shuffle (on
+    the 16 sub-pixels of every input pixel) and only the class scores are shuffled: the same
+    function without moving the (B, 4H, 4W, C) tensor, the largest in the network.
+    """
 
     def __init__(self, dim: int, num_classes: int) -> None:
         super().__init__(dim, scale=4, expand=16)
         self.out = nn.Conv2d(dim, num_classes, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        return conv1x1_nhwc(self.out, super().forward(x))
+        return self.shuffle(conv1x1_nhwc(self.out, self.norm(self.expand(x))))
