@@ -89,6 +89,6 @@ class StepRunner:
         self.graph, self.static = graph, (static_images, static_labels, loss)
 
 
-def graph_capable(device: torch.device, world_size: int, precision: str, compile: bool) -> bool:
-    """Whether the training step can be captured: one CUDA process, no fp16 loss scaling, no compile."""
-    return device.type == "cuda" and world_size == 1 and precision in ("bf16", "fp32") and not compile
+def graph_capable(device: torch.device, world_size: int, precision: str) -> bool:
+    """Whether the training step can be captured: one CUDA process, no fp16 loss scaling."""
+    return device.type == "cuda" and world_size == 1 and precision in ("bf16", "fp32")

@@ -153,7 +153,7 @@ def _train(config: TrainConfig, resume, info: DistInfo) -> Path:
         raise ConfigError("choose one way of selecting the checkpoint: --val-cases or --select-on-test")
     dataset = data.slices("train", cases=train_cases, size=config.image_size)
     sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=config.seed)
-    use_graph = config.cuda_graph and graph_capable(device, info.world_size, precision, config.compile)
+    use_graph = config.cuda_graph and graph_capable(device, info.world_size, precision)
     # a captured training step needs one batch shape: then the last partial batch of an epoch is dropped
     drop_last = use_graph and len(dataset) >= config.batch_size
     loader = DataLoader(
@@ -230,7 +230,7 @@ def _train(config: TrainConfig, resume, info: DistInfo) -> Path:
                 wrapped = model
                 if info.enabled:
                     wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-                if config.compile:
+                if config.compile and device.type == "cuda":
                     wrapped = torch.compile(wrapped)
                 runner = StepRunner(wrapped, criterion, optimizer, scaler, device, precision, use_graph)
             sampler.set_epoch(epoch)

@@ -10,7 +10,6 @@ The environment variable ``MSVMUNET_SCAN_BACKEND`` overrides ``auto``.
 from __future__ import annotations
 
 import functools
-import importlib
 import os
 from typing import Callable, NamedTuple
 
@@ -26,8 +25,16 @@ class Backend(NamedTuple):
     ss2d_scan: Callable[..., Tensor]
 
 
-@functools.lru_cache(maxsize=None)
+_LOADED: dict[str, Backend] = {}
+
+
 def _load(name: str) -> Backend:
+    if name not in _LOADED:
+        _LOADED[name] = _import(name)
+    return _LOADED[name]
+
+
+def _import(name: str) -> Backend:
     if name == "reference":
         from .reference import selective_scan_reference, ss2d_scan_reference
 
@@ -38,7 +45,7 @@ def _load(name: str) -> Backend:
         return Backend(selective_scan_torch, ss2d_scan_torch)
     if name == "triton":
         try:
-            module = importlib.import_module(".triton_scan", __name__)
+            from . import triton_scan as module
         except ImportError as err:
             raise ConfigError(
                 f"scan backend 'triton' needs the triton package ({err}); install it with "
@@ -51,7 +58,7 @@ def _load(name: str) -> Backend:
 @functools.lru_cache(maxsize=None)
 def triton_available() -> bool:
     try:
-        importlib.import_module(".triton_scan", __name__)
+        from . import triton_scan  # noqa: F401
     except ImportError:
         return False
     return True
