@@ -295,9 +295,10 @@ def _bwd_kernel(
         carry = _carry_ptrs(carry_ptr, batch, k, n_groups, group_dim, n_blocks, row_d, row_n, N)
 
         g = tl.zeros([BLOCK_D * BLOCK_N], dtype=tl.float32)  # g at the first step of the next block
-        dA = tl.zeros([BLOCK_D * BLOCK_N], dtype=tl.float32)
-        dskip_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
-        dbias_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
+        # per-step partial sums of dA, dD, d_bias, reduced over the steps once after the last block
+        dA_acc = tl.zeros([BLOCK_D * BLOCK_N, BLOCK_L], dtype=tl.float32)
+        dskip_acc = tl.zeros([BLOCK_D, BLOCK_L], dtype=tl.float32)
+        dbias_acc = tl.zeros([BLOCK_D, BLOCK_L], dtype=tl.float32)
         for j in range(n_blocks):
             i = n_blocks - 1 - j
             t = i * BLOCK_L + offs_l
@@ -328,9 +329,9 @@ def _bwd_kernel(
             if SOFTPLUS:
                 ddelta = ddelta * _softplus_grad(z)
             ddelta = tl.where(mask_dl, ddelta, 0.0)
-            dA += tl.sum(g_decay * _per_row(delta, BLOCK_D, BLOCK_N), axis=1)
-            dskip_acc += tl.sum(dy * u, axis=1)
-            dbias_acc += tl.sum(ddelta, axis=1)
+            dA_acc += g_decay * _per_row(delta, BLOCK_D, BLOCK_N)
+            dskip_acc += dy * u
+            dbias_acc += ddelta
 
             du_ptrs = du_rows + p * sdu_l
             if CROSS:  # the directions after the first of this slot add to what is there
@@ -343,8 +344,8 @@ def _bwd_kernel(
             tl.store(dc_ptr + part_rows + p * sp_l, dc, mask=mask_nl)
 
         stat = batch * n_groups * group_dim + k * group_dim  # (batch, channel) of the (B, K*D) partial sums
-        tl.store(dA_ptr + (stat + row_d) * N + row_n, dA, mask=mask_r)
-        tl.store(dskip_grad_ptr + stat + offs_d, dskip_acc, mask=mask_d)
-        tl.store(dbias_ptr + stat + offs_d, dbias_acc, mask=mask_d)
+        tl.store(dA_ptr + (stat + row_d) * N + row_n, tl.sum(dA_acc, axis=1), mask=mask_r)
+        tl.store(dskip_grad_ptr + stat + offs_d, tl.sum(dskip_acc, axis=1), mask=mask_d)
+        tl.store(dbias_ptr + stat + offs_d, tl.sum(dbias_acc, axis=1), mask=mask_d)
         if CROSS:  # the next direction reads what other threads of this program wrote
             tl.debug_barrier()
