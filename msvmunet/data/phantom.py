@@ -8,6 +8,11 @@ unlabelled bowel loops) and the 8 Synapse organs, in Synapse's label order:
     3 left / 4 right kidney: bright cortex, darker      7 spleen: medium, smooth
       medulla, at different heights                     8 stomach: wall around a dark lumen with gas
 
+Left and right: as in a real abdomen, the aorta runs a little to the patient's left of the midline
+and an unlabelled inferior vena cava (a darker vessel) to its right, through every slice. The two
+kidneys are near mirror images of each other, so in the slices below the liver the vessels are
+what tells the left kidney from the right one once the paper's augmentation has flipped an image.
+
 Organ sizes, positions and shapes vary per case; organs span only part of the slices (some slices
 have none of some organs); intensities overlap (kidney cortex vs. aorta, liver vs. spleen vs.
 pancreas vs. bowel, gallbladder vs. stomach lumen), so no threshold separates them; every voxel
@@ -53,8 +58,10 @@ _ORGANS = (
     _Organ(4, (0.32, 0.65), (0.05, 0.068), (0.12, 0.48), 170.0, 10.0, 0.04), # right kidney
     _Organ(6, (0.55, 0.55), (0.11, 0.025), (0.35, 0.62), 46.0, 14.0, 0.0),   # pancreas (a band)
     _Organ(2, (0.37, 0.53), (0.035, 0.045), (0.36, 0.58), 18.0, 4.0, 0.06),  # gallbladder
-    _Organ(1, (0.50, 0.65), (0.032, 0.032), (0.00, 1.00), 190.0, 8.0, 0.0),  # aorta
+    _Organ(1, (0.53, 0.65), (0.032, 0.032), (0.00, 1.00), 190.0, 8.0, 0.0),  # aorta
 )
+# the inferior vena cava: unlabelled, on the patient's right of the aorta, oval, darker
+_IVC = _Organ(0, (0.435, 0.64), (0.036, 0.026), (0.00, 1.00), 120.0, 8.0, 0.0)
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: Sequence[float]) -> np.ndarray:
@@ -90,6 +97,9 @@ def phantom_case(rng: np.random.Generator, slices: int = 48, size: int = 128) ->
         zc, rz, r = rng.uniform(0.0, 0.45), rng.uniform(0.1, 0.25), rng.uniform(0.03, 0.06)
         inside = ((x - cx) / r) ** 2 + ((y - cy) / r) ** 2 + ((z - zc) / rz) ** 2 < 1.0
         hu = np.where(inside, rng.uniform(30.0, 65.0) + 12.0 * fine, hu)
+
+    inside, _ = _organ_mask(_IVC, rng, x, y, z, scale, shift)
+    hu = np.where(inside, _IVC.hu + rng.uniform(-8.0, 8.0) + _IVC.texture * fine, hu)
 
     for organ in _ORGANS:
         inside, radial = _organ_mask(organ, rng, x, y, z, scale, shift)
