@@ -31,7 +31,8 @@ class BenchResult:
         return f"{self.mode:<24} batch {self.batch:>3}  {self.ms:9.2f} ms  {self.images_per_s:9.1f} img/s  peak {mem}"
 
 
-def _timed(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int) -> float:
+def time_ms(fn: Callable[[], Any], device: torch.device, warmup: int = 3, repeats: int = 20) -> float:
+    """Median milliseconds of `fn` after `warmup` calls (CUDA events on a GPU, the wall clock on a CPU)."""
     for _ in range(warmup):
         fn()
     if device.type == "cuda":
@@ -113,7 +114,7 @@ def benchmark(
             opt.step()
 
         _reset(dev)
-        ms = _timed(_graphed(step, dev, before_capture=lambda: opt.zero_grad(set_to_none=True)) if graphed else step,
+        ms = time_ms(_graphed(step, dev, before_capture=lambda: opt.zero_grad(set_to_none=True)) if graphed else step,
                     dev, warmup, repeats)
         results.append(BenchResult("train" + suffix, batch, ms, batch / ms * 1e3, _peak(dev)))
         del opt
@@ -126,7 +127,7 @@ def benchmark(
                 return net(x)
 
         _reset(dev)
-        ms = _timed(_graphed(forward, dev) if graphed else forward, dev, warmup, repeats)
+        ms = time_ms(_graphed(forward, dev) if graphed else forward, dev, warmup, repeats)
         results.append(BenchResult("infer" + suffix, batch, ms, batch / ms * 1e3, _peak(dev)))
     return results
 

@@ -1,0 +1,110 @@
+"""Launch configurations of the fused SS2D core, timed at the four stage shapes of tiny_0230s.
+
+    python benchmarks/sweep_core.py [--out sweep.json] [--batch 32]     # on a CUDA GPU
+
+For every configuration (``triton_scan.Tuning``: warps, steps per block, channels per program,
+directions per program) the forward and backward kernels are timed on the inputs the model gives
+them at batch 32, 224^2, bf16 autocast: (H, D) = (56, 96), (28, 192), (14, 384), (7, 768). The
+table lists ms per call and the per-step total weighted by the number of SS2D layers at each shape.
+Times are CUDA-event intervals around one eager call of the custom op, so at the small shapes they
+include the host's launch overhead; ``gpu_profile.py`` gives the kernels' device time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from pathlib import Path
+
+import torch
+
+from msvmunet.engine.benchmark import time_ms
+from msvmunet.ops.selective_scan import triton_scan
+from msvmunet.ops.selective_scan.torch_chunked import ss2d_projections
+
+# (side, channels): SS2D layers at that shape in tiny_0230s (encoder 2-2-8-2, decoder 2-2-2)
+SHAPES = {(56, 96): 4, (28, 192): 4, (14, 384): 10, (7, 768): 2}
+
+
+def core_inputs(batch: int, side: int, dim: int, device: torch.device) -> dict:
+    torch.manual_seed(side)
+    rank = -(-dim // 16)
+    x = torch.randn(batch, side, side, dim, device=device)
+    xw = torch.randn(4, rank + 2, dim, device=device) / dim**0.5
+    dtw = torch.randn(4, dim, rank, device=device) / rank**0.5
+    bias = torch.log(torch.expm1(torch.rand(4 * dim, device=device) * 0.1 + 1e-3))
+    with torch.autocast(device.type, dtype=torch.bfloat16):
+        flat, dts, Bs, Cs = ss2d_projections(x.bfloat16(), xw, dtw)
+    A = -torch.rand(4 * dim, 1, device=device) - 0.5
+    Ds = torch.ones(4 * dim, device=device)
+    return dict(u=flat, delta=dts.contiguous(), A=A, B=Bs, C=Cs, D=Ds, bias=bias, height=side, width=side,
+                dy=torch.randn(batch, side * side, dim, device=device))
+
+
+def time_config(cfg: dict, data: dict) -> dict:
+    triton_scan.tuning = triton_scan.Tuning(**cfg)
+    out = {}
+    for shape, d in data.items():
+        args = (d["u"], d["delta"], d["A"], d["B"], d["C"], d["D"], d["bias"], True, d["height"], d["width"], True)
+        try:
+            y, carry = triton_scan.scan_fwd(*args)
+            fwd = time_ms(lambda: triton_scan.scan_fwd(*args), d["u"].device)
+            bwd = time_ms(lambda: triton_scan.scan_bwd(d["dy"], *args[:7], carry, *args[7:]), d["u"].device)
+        except Exception as err:  # a configuration the compiler rejects (e.g. out of resources)
+            out[shape] = {"error": str(err)[:200]}
+            continue
+        out[shape] = {"fwd": fwd, "bwd": bwd}
+    triton_scan.tuning = triton_scan.Tuning()
+    return out
+
+
+def weighted(res: dict, key: str) -> float:
+    return sum(SHAPES[s] * res[s][key] for s in SHAPES if key in res.get(s, {}))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--out", type=Path)
+    args = p.parse_args()
+    device = torch.device("cuda")
+    data = {s: core_inputs(args.batch, s[0], s[1], device) for s in SHAPES}
+    configs = [{}]
+    for warps, block_l, block_d in itertools.product((1, 2, 4), (16, 32, 64, 128), (8, 16, 32)):
+        per_thread = block_l * block_d / (32 * warps)
+        if 2 <= per_thread <= 32:
+            configs.append(dict(fwd_warps=warps, bwd_warps=warps, block_l=block_l, fwd_block_d=block_d,
+                                bwd_block_d=block_d))
+    rows = []
+    for cfg in configs:
+        res = time_config(cfg, data)
+        rows.append((cfg, res))
+        cells = "  ".join(f"{s[0]:>2}: {r['fwd']:.3f}/{r['bwd']:.3f}" if "fwd" in r else f"{s[0]:>2}: error"
+                          for s, r in res.items())
+        print(f"{str(cfg or 'default'):<95} fwd {weighted(res, 'fwd'):6.2f} bwd {weighted(res, 'bwd'):6.2f} | {cells}",
+              flush=True)
+    # per shape: the best forward and backward configuration, then its directions per program and register cap
+    best = {}
+    for s in SHAPES:
+        for key in ("fwd", "bwd"):
+            ok = [(r[s][key], c) for c, r in rows if key in r[s]]
+            best[(s, key)] = min(ok, key=lambda t: t[0])
+    print("\nper shape, best (ms, config), then cross_dirs / register-cap variants of it:")
+    extra = []
+    for (s, key), (ms, cfg) in best.items():
+        print(f"{s} {key}: {ms:.3f} ms  {cfg or 'default'}")
+        for variant in ({"cross_dirs": 1}, {"cross_dirs": 2}, {"cross_dirs": 4}, {"bwd_maxnreg": 0}, {"bwd_maxnreg": 128}):
+            vcfg = {**cfg, **variant}
+            r = time_config(vcfg, {s: data[s]})[s]
+            extra.append((s, key, vcfg, r))
+            print(f"    {variant}: " + (f"fwd {r['fwd']:.3f} bwd {r['bwd']:.3f}" if "fwd" in r else r["error"]), flush=True)
+    if args.out:
+        args.out.write_text(json.dumps({
+            "rows": [{"config": c, "results": {f"{s[0]}x{s[1]}": r for s, r in res.items()}} for c, res in rows],
+            "variants": [{"shape": f"{s[0]}x{s[1]}", "kind": k, "config": c, "result": r} for s, k, c, r in extra],
+        }, indent=1))
+
+
+if __name__ == "__main__":
+    main()
