@@ -46,6 +46,22 @@ def resolve_device(device: str, info: DistInfo) -> torch.device:
     return dev
 
 
+def is_out_of_memory(err: BaseException) -> bool:
+    """A failed allocation: CUDA's torch.OutOfMemoryError, or the CPU allocator's RuntimeError."""
+    return isinstance(err, torch.OutOfMemoryError) or (
+        isinstance(err, RuntimeError) and "can't allocate memory" in str(err))
+
+
+def out_of_memory_error(device: torch.device, batch_size: int, world_size: int, size: tuple[int, int]) -> TrainingError:
+    """The message for a training step that ran out of memory: where, at what batch, what to try."""
+    per = batch_size // world_size
+    smaller = max(world_size, batch_size // 2)
+    return TrainingError(
+        f"{device} ran out of memory at {per} images per process ({size[0]}x{size[1]}); "
+        f"try --batch-size {smaller}" + (" (or a smaller --image-size)" if smaller == batch_size else "")
+    )
+
+
 def build_model(config: TrainConfig, num_classes: int) -> MSVMUNet:
     if config.pretrained_encoder is None:
         raise ConfigError(
@@ -251,12 +267,11 @@ def _train(config: TrainConfig, resume, info: DistInfo) -> Path:
                 images = normalize(images)
                 try:
                     loss = runner(images, labels)
-                except torch.OutOfMemoryError:
-                    per = config.batch_size // info.world_size
-                    raise TrainingError(
-                        f"{device} ran out of memory at {per} images per process ({images.shape[-2]}x{images.shape[-1]}); "
-                        f"try --batch-size {max(info.world_size, config.batch_size // 2)}"
-                    ) from None
+                except RuntimeError as err:  # torch.OutOfMemoryError is one
+                    if not is_out_of_memory(err):
+                        raise
+                    raise out_of_memory_error(device, config.batch_size, info.world_size,
+                                              tuple(images.shape[-2:])) from None
                 if not torch.isfinite(loss):
                     raise TrainingError(
                         f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; training stopped. "

@@ -167,3 +167,17 @@ def test_kill_9_mid_epoch_then_resume(tiny_phantom, tmp_path):
     ckpt = torch.load(run_dir / "final.pt", weights_only=True)
     assert ckpt["epoch"] == done + 1
     assert [row["epoch"] for row in ckpt["history"]] == list(range(1, done + 2))
+
+
+def test_out_of_memory_is_recognised_and_answered_with_a_batch_size():
+    from msvmunet.engine.trainer import is_out_of_memory, out_of_memory_error
+
+    with pytest.raises(RuntimeError) as failed:  # a real allocation the CPU allocator refuses
+        torch.empty(2**60, dtype=torch.uint8)
+    assert is_out_of_memory(failed.value)
+    assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert not is_out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    message = str(out_of_memory_error(torch.device("cuda:0"), 32, 1, (224, 224)))
+    assert "cuda:0 ran out of memory at 32 images per process (224x224)" in message
+    assert "--batch-size 16" in message
+    assert "--batch-size 2 (or a smaller --image-size)" in str(out_of_memory_error(torch.device("cuda:0"), 2, 2, (224, 224)))
