@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU checks and benchmarks in one go: writes logs and JSON into OUTDIR.
 #   bash benchmarks/gpu_suite.sh OUTDIR [steps...]
-# steps: env tests scan model profile augment (default: all)
+# steps: env tests alltests gputests scan sweep core model model_torch graph graph_train compile compile_graph
+#        compile_b1 profile profile_compile profile_infer augment stability recipe (default: env tests scan model profile augment)
 set -u
 OUTDIR=${1:?usage: gpu_suite.sh OUTDIR [steps...]}
 shift
@@ -26,6 +27,8 @@ for step in $STEPS; do
     stability) run stability 300 python benchmarks/stability.py --steps 200 --out "$OUTDIR/stability.json" ;;
     scan) run scan 300 python benchmarks/bench_scan.py --out "$OUTDIR/scan.json" ;;
     sweep) run sweep 300 python benchmarks/bench_scan.py --out "$OUTDIR/sweep.json" --sweep ;;
+    core) run core 500 python benchmarks/sweep_core.py --out "$OUTDIR/core.json" ;;
+    recipe) run recipe 560 bash benchmarks/phantom_recipe.sh "$OUTDIR/recipe" --num-workers 8 ;;
     model) run model 300 python -m msvmunet benchmark --batch 32 1 --json "$OUTDIR/model.json" ;;
     model_torch) run model_torch 300 python -m msvmunet benchmark --batch 32 --backend torch --json "$OUTDIR/model_torch.json" ;;
     graph) run graph 300 python -m msvmunet benchmark --batch 1 32 --mode infer --cuda-graph --json "$OUTDIR/graph.json" ;;
