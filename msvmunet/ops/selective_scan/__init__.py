@@ -25,16 +25,8 @@ class Backend(NamedTuple):
     ss2d_scan: Callable[..., Tensor]
 
 
-_LOADED: dict[str, Backend] = {}
-
-
+@functools.lru_cache(maxsize=None)
 def _load(name: str) -> Backend:
-    if name not in _LOADED:
-        _LOADED[name] = _import(name)
-    return _LOADED[name]
-
-
-def _import(name: str) -> Backend:
     if name == "reference":
         from .reference import selective_scan_reference, ss2d_scan_reference
 
@@ -58,8 +50,8 @@ def _import(name: str) -> Backend:
 @functools.lru_cache(maxsize=None)
 def triton_available() -> bool:
     try:
-        from . import triton_scan  # noqa: F401
-    except ImportError:
+        _load("triton")
+    except ConfigError:
         return False
     return True
 
