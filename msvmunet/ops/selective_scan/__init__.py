@@ -25,8 +25,17 @@ class Backend(NamedTuple):
     ss2d_scan: Callable[..., Tensor]
 
 
-@functools.lru_cache(maxsize=None)
+_LOADED: dict[str, Backend] = {}
+
+
 def _load(name: str) -> Backend:
+    """The backend's functions, imported once (a plain dict: torch.compile traces this without a warning)."""
+    if name not in _LOADED:
+        _LOADED[name] = _import(name)
+    return _LOADED[name]
+
+
+def _import(name: str) -> Backend:
     if name == "reference":
         from .reference import selective_scan_reference, ss2d_scan_reference
 
