@@ -70,12 +70,14 @@ def main() -> None:
     args = p.parse_args()
     device = torch.device("cuda")
     data = {s: core_inputs(args.batch, s[0], s[1], device) for s in SHAPES}
-    configs = [{}]
+    configs = [{}, {"per_thread": False}]
+    for warps, block_l in itertools.product((1, 2), (8, 16, 32)):  # the one-channel-per-thread kernels
+        configs.append(dict(fwd_warps=warps, bwd_warps=warps, block_l=block_l))
     for warps, block_l, block_d in itertools.product((1, 2, 4), (16, 32, 64, 128), (8, 16, 32)):
         per_thread = block_l * block_d / (32 * warps)
         if 2 <= per_thread <= 32:
             configs.append(dict(fwd_warps=warps, bwd_warps=warps, block_l=block_l, fwd_block_d=block_d,
-                                bwd_block_d=block_d))
+                                bwd_block_d=block_d, per_thread=False))
     rows = []
     for cfg in configs:
         res = time_config(cfg, data)

@@ -207,15 +207,17 @@ def test_ss2d_states(state):
     check_ss2d(ss2d_inputs(height=4, width=9, dim=5, state=state))
 
 
-SPLITS = {"dirs=2": dict(cross_dirs=2), "dirs=1": dict(cross_dirs=1), "no-prefetch": dict(prefetch=False)}
+SPLITS = {"dirs=2": dict(cross_dirs=2), "dirs=1": dict(cross_dirs=1), "no-prefetch": dict(prefetch=False),
+          "tiled": dict(per_thread=False)}
 
 
+@pytest.mark.parametrize("state", (1, 2), ids=("N=1", "N=2"))
 @pytest.mark.parametrize("tune", SPLITS.values(), ids=SPLITS.keys())
-def test_ss2d_launch_variants(tune, monkeypatch):
+def test_ss2d_launch_variants(tune, state, monkeypatch):
     # the 4 directions split over 2 or 4 programs per channel block (summed slots), and the
-    # forward without prefetching
+    # forward without prefetching; N = 1 runs the one-channel-per-thread kernels, N = 2 the tiled ones
     monkeypatch.setattr(triton_scan, "tuning", triton_scan.Tuning(**tune))
-    check_ss2d(ss2d_inputs(height=5, width=4, dim=5, state=2))
+    check_ss2d(ss2d_inputs(height=5, width=4, dim=5, state=state))
 
 
 def test_ss2d_matches_torch_backend():

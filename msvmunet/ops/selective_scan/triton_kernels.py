@@ -52,7 +52,9 @@ def _pixel(t, k, length, height, width, CROSS: tl.constexpr):
     """The sequence position that step t of direction k reads (row-major pixel index if CROSS)."""
     if CROSS:
         s = tl.where(k >= 2, length - 1 - t, t)
-        return tl.where(k % 2 == 1, (s % height) * width + s // height, s)
+        # s // height through a float reciprocal: exact for 0 <= s < 2**22 (the launcher checks L)
+        q = ((s.to(tl.float32) + 0.5) * (1.0 / height)).to(tl.int32)
+        return tl.where(k % 2 == 1, (s - q * height) * width + q, s)
     else:
         return t
 
@@ -349,3 +351,164 @@ def _bwd_kernel(
         tl.store(dbias_ptr + stat + offs_d, tl.sum(dbias_acc, axis=1), mask=mask_d)
         if CROSS:  # the next direction reads what other threads of this program wrote
             tl.debug_barrier()
+
+
+# --------------------------------------------------------------------------------------------------
+# The SS2D core with one state (N = 1, the paper's setting), one channel per thread.
+#
+# Tiles are (BLOCK_L steps, BLOCK_D channels) with BLOCK_D = 32 channels on the 32 lanes of one warp
+# and all BLOCK_L steps of a channel in its thread's registers: the channel strides are not
+# specialised (``do_not_specialize``), so the compiler does not vectorise along the channels and
+# keeps the steps in-thread. The scans along the steps are then sequential in registers (no
+# shuffles, no shared memory, no barriers); only dB and dC (sums over channels) cross lanes. A
+# thread reads and writes only its own channel, so summing the directions of a slot needs no barrier.
+
+
+@triton.jit
+def _cross_tile(t, k, length, height, width, offs_d, dim):
+    """Pixels (BLOCK_L,) of steps t of direction k, and the (BLOCK_L, BLOCK_D) mask."""
+    p = _pixel(t, k, length, height, width, True)
+    return p, (t < length)[:, None] & (offs_d < dim)[None, :]
+
+
+@triton.jit
+def _cross_load(u_ptr, dt_ptr, b_ptr, c_ptr, batch, k, p, offs_d, mask, bias, A,
+                su_b, su_l, su_d, sdt_b, sdt_l, sdt_k, sdt_d, sb_b, sb_l, sb_k, sc_b, sc_l, sc_k,
+                SOFTPLUS: tl.constexpr):
+    """u, delta + bias, delta', B, C, the decays a and the drive x of one block, (BLOCK_L, BLOCK_D) fp32."""
+    pix = p[:, None]
+    zero_d = (offs_d * 0)[None, :]  # B and C: one value per step, read by every lane (broadcast)
+    u = tl.load(u_ptr + batch * su_b + pix * su_l + offs_d[None, :] * su_d, mask=mask, other=0.0).to(tl.float32)
+    z = tl.load(dt_ptr + batch * sdt_b + pix * sdt_l + k * sdt_k + offs_d[None, :] * sdt_d, mask=mask,
+                other=0.0).to(tl.float32) + bias[None, :]
+    bv = tl.load(b_ptr + batch * sb_b + pix * sb_l + k * sb_k + zero_d, mask=mask, other=0.0).to(tl.float32)
+    cv = tl.load(c_ptr + batch * sc_b + pix * sc_l + k * sc_k + zero_d, mask=mask, other=0.0).to(tl.float32)
+    delta = _delta(z, mask, SOFTPLUS)
+    a = tl.exp(delta * A[None, :])
+    return u, z, delta, bv, cv, a, delta * u * bv
+
+
+@triton.jit(do_not_specialize=["su_d", "sdt_d", "sy_d"])
+def _cross_fwd_kernel(
+    u_ptr, dt_ptr, A_ptr, b_ptr, c_ptr, dskip_ptr, bias_ptr, y_ptr, carry_ptr,
+    dim, length, height, width,
+    su_b, su_l, su_d,
+    sdt_b, sdt_l, sdt_k, sdt_d,
+    sb_b, sb_l, sb_k,
+    sc_b, sc_l, sc_k,
+    sy_slot, sy_b, sy_l, sy_d,
+    DIRS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
+):
+    """y (summed over this program's DIRS directions into its slot) and the block checkpoints
+    carry (B, 4, n_blocks, 1, D)."""
+    pid = tl.program_id(1)
+    batch = (pid // (4 // DIRS)).to(tl.int64)
+    slot = pid % (4 // DIRS)
+    offs_d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
+    mask_d = offs_d < dim
+    offs_l = tl.arange(0, BLOCK_L)
+    n_blocks = tl.cdiv(length, BLOCK_L)
+    for k in range(slot * DIRS, slot * DIRS + DIRS):
+        A, dskip, bias = _load_params(A_ptr, dskip_ptr, bias_ptr, k, dim, offs_d, mask_d, offs_d, 0, mask_d,
+                                      1, HAS_D, HAS_BIAS)
+        carry = carry_ptr + ((batch * 4 + k) * n_blocks) * dim + offs_d
+        h = tl.zeros([BLOCK_D], dtype=tl.float32)
+        for i in range(n_blocks):
+            tl.store(carry + i * dim, h, mask=mask_d)
+            p, mask = _cross_tile(i * BLOCK_L + offs_l, k, length, height, width, offs_d, dim)
+            u, _, _, _, cv, a, x = _cross_load(u_ptr, dt_ptr, b_ptr, c_ptr, batch, k, p, offs_d, mask, bias, A,
+                                               su_b, su_l, su_d, sdt_b, sdt_l, sdt_k, sdt_d, sb_b, sb_l, sb_k,
+                                               sc_b, sc_l, sc_k, SOFTPLUS)
+            a_cum, hs = tl.associative_scan((a, x), axis=0, combine_fn=_combine)
+            hs = hs + a_cum * h[None, :]
+            y = hs * cv + dskip[None, :] * u
+            y_ptrs = y_ptr + slot * sy_slot + batch * sy_b + p[:, None] * sy_l + offs_d[None, :] * sy_d
+            if k > slot * DIRS:  # this thread wrote these values for the slot's previous direction
+                y += tl.load(y_ptrs, mask=mask, other=0.0)
+            tl.store(y_ptrs, y, mask=mask)
+            h = tl.sum(tl.where(offs_l[:, None] == BLOCK_L - 1, hs, 0.0), axis=0)
+
+
+@triton.jit(do_not_specialize=["su_d", "sdt_d", "sdy_d", "sdu_d", "sddt_d"])
+def _cross_bwd_kernel(
+    u_ptr, dt_ptr, A_ptr, b_ptr, c_ptr, dskip_ptr, bias_ptr, carry_ptr, dy_ptr,
+    du_ptr, ddt_ptr, db_ptr, dc_ptr, dA_ptr, dskip_grad_ptr, dbias_ptr,
+    dim, length, height, width,
+    su_b, su_l, su_d,
+    sdt_b, sdt_l, sdt_k, sdt_d,
+    sb_b, sb_l, sb_k,
+    sc_b, sc_l, sc_k,
+    sdy_b, sdy_l, sdy_d,
+    sdu_slot, sdu_b, sdu_l, sdu_d,
+    sddt_b, sddt_l, sddt_k, sddt_d,
+    sp_blk, sp_b, sp_l, sp_k,
+    DIRS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
+):
+    """Gradients, blocks from the last to the first; the same formulas as ``_bwd_kernel`` (N = 1).
+
+    du (summed over the slot's directions, fp32), ddelta; dB, dC per channel block (partial sums
+    (n_dblocks, B, L, 4)); dA, dD, d_bias per (batch, channel)."""
+    pid = tl.program_id(1)
+    batch = (pid // (4 // DIRS)).to(tl.int64)
+    slot = pid % (4 // DIRS)
+    offs_d = tl.program_id(0) * BLOCK_D + tl.arange(0, BLOCK_D)
+    mask_d = offs_d < dim
+    offs_l = tl.arange(0, BLOCK_L)
+    n_blocks = tl.cdiv(length, BLOCK_L)
+    part = tl.program_id(0).to(tl.int64) * sp_blk + batch * sp_b
+    for k in range(slot * DIRS, slot * DIRS + DIRS):
+        A, dskip, bias = _load_params(A_ptr, dskip_ptr, bias_ptr, k, dim, offs_d, mask_d, offs_d, 0, mask_d,
+                                      1, HAS_D, HAS_BIAS)
+        carry = carry_ptr + ((batch * 4 + k) * n_blocks) * dim + offs_d
+        g = tl.zeros([BLOCK_D], dtype=tl.float32)  # g at the first step of the next block
+        dA_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
+        dskip_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
+        dbias_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
+        for j in range(n_blocks):
+            i = n_blocks - 1 - j
+            t = i * BLOCK_L + offs_l
+            p, mask = _cross_tile(t, k, length, height, width, offs_d, dim)
+            h0 = tl.load(carry + i * dim, mask=mask_d, other=0.0)
+            u, z, delta, bv, cv, a, x = _cross_load(u_ptr, dt_ptr, b_ptr, c_ptr, batch, k, p, offs_d, mask, bias, A,
+                                                    su_b, su_l, su_d, sdt_b, sdt_l, sdt_k, sdt_d, sb_b, sb_l, sb_k,
+                                                    sc_b, sc_l, sc_k, SOFTPLUS)
+            a_cum, hs = tl.associative_scan((a, x), axis=0, combine_fn=_combine)
+            hs = hs + a_cum * h0[None, :]
+            # a_{t+1} from delta_{t+1} (1 past the end)
+            p_next, mask_next = _cross_tile(t + 1, k, length, height, width, offs_d, dim)
+            z_next = tl.load(dt_ptr + batch * sdt_b + p_next[:, None] * sdt_l + k * sdt_k + offs_d[None, :] * sdt_d,
+                             mask=mask_next, other=0.0).to(tl.float32) + bias[None, :]
+            a_next = tl.exp(_delta(z_next, mask_next, SOFTPLUS) * A[None, :])
+            dy = tl.load(dy_ptr + batch * sdy_b + p[:, None] * sdy_l + offs_d[None, :] * sdy_d, mask=mask,
+                         other=0.0).to(tl.float32)
+            # g_t = a_{t+1} g_{t+1} + C_t dy_t, backwards, from the next block's first g
+            g_cum, gs = tl.associative_scan((a_next, cv * dy), axis=0, combine_fn=_combine, reverse=True)
+            gs = gs + g_cum * g[None, :]
+            g = tl.sum(tl.where(offs_l[:, None] == 0, gs, 0.0), axis=0)
+
+            g_decay = gs * (hs - x)  # g_t a_t h_{t-1}
+            du = gs * bv * delta + dskip[None, :] * dy
+            ddelta = gs * bv * u + g_decay * A[None, :]
+            if SOFTPLUS:
+                ddelta = ddelta * _softplus_grad(z)
+            ddelta = tl.where(mask, ddelta, 0.0)
+            dA_acc += tl.sum(g_decay * delta, axis=0)
+            dskip_acc += tl.sum(dy * u, axis=0)
+            dbias_acc += tl.sum(ddelta, axis=0)
+
+            du_ptrs = du_ptr + slot * sdu_slot + batch * sdu_b + p[:, None] * sdu_l + offs_d[None, :] * sdu_d
+            if k > slot * DIRS:  # this thread wrote these values for the slot's previous direction
+                du += tl.load(du_ptrs, mask=mask, other=0.0)
+            tl.store(du_ptrs, du, mask=mask)
+            tl.store(ddt_ptr + batch * sddt_b + p[:, None] * sddt_l + k * sddt_k + offs_d[None, :] * sddt_d, ddelta,
+                     mask=mask)
+            mask_t = t < length
+            tl.store(db_ptr + part + p * sp_l + k * sp_k, tl.sum(gs * delta * u, axis=1), mask=mask_t)
+            tl.store(dc_ptr + part + p * sp_l + k * sp_k, tl.sum(hs * dy, axis=1), mask=mask_t)
+
+        stat = batch * 4 * dim + k * dim + offs_d  # (batch, channel) of the (B, 4*D) partial sums
+        tl.store(dA_ptr + stat, dA_acc, mask=mask_d)
+        tl.store(dskip_grad_ptr + stat, dskip_acc, mask=mask_d)
+        tl.store(dbias_ptr + stat, dbias_acc, mask=mask_d)

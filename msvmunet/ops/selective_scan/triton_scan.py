@@ -29,7 +29,7 @@ import triton
 from torch import Tensor
 
 from .torch_chunked import ss2d_projections
-from .triton_kernels import _bwd_kernel, _fwd_kernel
+from .triton_kernels import _bwd_kernel, _cross_bwd_kernel, _cross_fwd_kernel, _fwd_kernel
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
@@ -43,7 +43,8 @@ class Tuning:
     block_l steps. ``*_maxnreg``: register caps (0: none). ``cross_dirs``: directions
     per program of the SS2D core (4, 2 or 1; fewer means more programs and shorter chains, plus
     a torch sum of 4 / cross_dirs output slots). ``prefetch``: the forward issues the loads of
-    the next block before solving the current one.
+    the next block before solving the current one. ``per_thread``: the SS2D core with N = 1 runs
+    the one-channel-per-thread kernels (default) or, if False, the tiled ones.
     """
 
     block_l: int | None = None
@@ -55,6 +56,7 @@ class Tuning:
     bwd_maxnreg: int | None = None
     cross_dirs: int | None = None
     prefetch: bool | None = None
+    per_thread: bool | None = None
 
 
 tuning = Tuning()
@@ -72,12 +74,15 @@ class _Launch:
     bwd_maxnreg: int | None
     dirs: int
     prefetch: bool
+    per_thread: bool  # the cross core with N = 1: one channel per thread (``_cross_*_kernel``)
 
 
 def _launch_config(batch: int, state: int, length: int, group_dim: int, cross: bool,
                    device: torch.device) -> _Launch:
     block_n = triton.next_power_of_2(state)
     dims = triton.next_power_of_2(group_dim)
+    if cross and state == 1 and tuning.per_thread is not False:
+        return _per_thread_config(batch, length, dims, device)
     if _INTERPRET:  # the interpreter scans element by element in Python: keep tiles small
         block_l = tuning.block_l or min(16, triton.next_power_of_2(length))
         fwd_d = bwd_d = min(dims, 4)
@@ -104,7 +109,20 @@ def _launch_config(batch: int, state: int, length: int, group_dim: int, cross: b
 
     return _Launch(block_n, block_l, fwd_d, tuning.fwd_warps or warps(fwd_d), bwd_d,
                    tuning.bwd_warps or warps(bwd_d), fwd_maxnreg, maxnreg, dirs if cross else 1,
-                   True if tuning.prefetch is None else tuning.prefetch)
+                   True if tuning.prefetch is None else tuning.prefetch, False)
+
+
+def _per_thread_config(batch: int, length: int, dims: int, device: torch.device) -> _Launch:
+    """The cross core with N = 1: 32 channels on the lanes of one warp, 16 steps per thread and block;
+    the four directions are split over more programs until there are ~8 warps per SM."""
+    block_l = tuning.block_l or min(16, triton.next_power_of_2(length))
+    block_d = min(dims, 4 if _INTERPRET else 32)
+    fwd_d, bwd_d = tuning.fwd_block_d or block_d, tuning.bwd_block_d or block_d
+    target = 1 if _INTERPRET else 8 * torch.cuda.get_device_properties(device).multi_processor_count
+    programs = batch * triton.cdiv(dims, max(fwd_d, bwd_d))
+    dirs = tuning.cross_dirs or next((d for d in (4, 2) if programs * 4 // d >= target), 1)
+    return _Launch(1, block_l, fwd_d, tuning.fwd_warps or 1, bwd_d, tuning.bwd_warps or 1,
+                   tuning.fwd_maxnreg or None, tuning.bwd_maxnreg or None, dirs, False, True)
 
 
 def _alloc(shape, device: torch.device, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -199,6 +217,16 @@ def _forward(pb: _Problem, u, delta, A, B, C, D, bias) -> tuple[Tensor, Tensor]:
     n_blocks = triton.cdiv(pb.length, lc.block_l)
     y, slot_stride = pb.output(device)
     carry = _alloc((pb.batch, pb.groups, n_blocks, pb.state, pb.group_dim), device)
+    if lc.per_thread:
+        _cross_fwd_kernel[pb.grid(lc.fwd_block_d)](
+            u, delta, A, B, C, D if D is not None else A, bias if bias is not None else A, y, carry,
+            pb.group_dim, pb.length, pb.height, pb.width,
+            u.stride(0), u.stride(1), u.stride(2), *_cross_dir_strides(delta), *_cross_dir_strides(B)[:3],
+            *_cross_dir_strides(C)[:3], slot_stride, *y.stride()[1:],
+            DIRS=lc.dirs, SOFTPLUS=pb.softplus, HAS_D=D is not None, HAS_BIAS=bias is not None,
+            BLOCK_D=lc.fwd_block_d, BLOCK_L=lc.block_l, num_warps=lc.fwd_warps, **_maxnreg(lc.fwd_maxnreg),
+        )
+        return _merge_slots(pb, y), carry
     _fwd_kernel[pb.grid(lc.fwd_block_d)](
         u, delta, A, B, C, D if D is not None else A, bias if bias is not None else A, y, carry,
         pb.groups, pb.group_dim, pb.length, pb.height, pb.width,
@@ -225,6 +253,18 @@ def _backward(pb: _Problem, dy, u, delta, A, B, C, D, bias, carry):
     dA = _alloc(stats + (pb.state,), device)
     dD = _alloc(stats, device)
     dbias = _alloc(stats, device)
+    if lc.per_thread:
+        _cross_bwd_kernel[pb.grid(lc.bwd_block_d)](
+            u, delta, A, B, C, D if D is not None else A, bias if bias is not None else A, carry, dy,
+            du, ddelta, dB, dC, dA, dD, dbias,
+            pb.group_dim, pb.length, pb.height, pb.width,
+            u.stride(0), u.stride(1), u.stride(2), *_cross_dir_strides(delta), *_cross_dir_strides(B)[:3],
+            *_cross_dir_strides(C)[:3], dy.stride(0), dy.stride(1), dy.stride(2), slot_stride, *du.stride()[1:],
+            *_cross_dir_strides(ddelta), dB.stride(0), dB.stride(1), dB.stride(2), dB.stride(3),
+            DIRS=lc.dirs, SOFTPLUS=pb.softplus, HAS_D=D is not None, HAS_BIAS=bias is not None,
+            BLOCK_D=lc.bwd_block_d, BLOCK_L=lc.block_l, num_warps=lc.bwd_warps, **_maxnreg(lc.bwd_maxnreg),
+        )
+        return _finish_backward(pb, du, ddelta, dB, dC, dA, dD, dbias, n_dblocks)
     _bwd_kernel[pb.grid(lc.bwd_block_d)](
         u, delta, A, B, C, D if D is not None else A, bias if bias is not None else A, carry, dy,
         du, ddelta, dB, dC, dA, dD, dbias,
@@ -237,9 +277,19 @@ def _backward(pb: _Problem, dy, u, delta, A, B, C, D, bias, carry):
         num_warps=lc.bwd_warps,
         **_maxnreg(lc.bwd_maxnreg),
     )
+    return _finish_backward(pb, du, ddelta, dB, dC, dA, dD, dbias, n_dblocks)
+
+
+def _finish_backward(pb: _Problem, du, ddelta, dB, dC, dA, dD, dbias, n_dblocks: int):
+    """Sum the partial results (channel blocks, batch, output slots) in a fixed order."""
     dB = dB[0] if n_dblocks == 1 else dB.sum(0)
     dC = dC[0] if n_dblocks == 1 else dC.sum(0)
     return _merge_slots(pb, du), ddelta, dB, dC, dA.sum(0), dD.sum(0), dbias.sum(0)
+
+
+def _cross_dir_strides(t: Tensor) -> tuple[int, int, int, int]:
+    """(B, L, 4, D or N) per direction -> strides of (batch, step, direction, channel)."""
+    return t.stride(0), t.stride(1), t.stride(2), t.stride(3)
 
 
 def _merge_slots(pb: _Problem, out: Tensor) -> Tensor:
@@ -255,6 +305,8 @@ def _problem(u: Tensor, A: Tensor, B: Tensor, cross: bool, height: int, width: i
     if cross:
         batch, length, dim = u.shape
         groups = 4
+        if length >= 1 << 22:  # the kernels' pixel index goes through fp32
+            raise ValueError(f"the fused SS2D core takes maps of fewer than 2**22 pixels, got {height}x{width}")
     else:
         batch, channels, length = u.shape
         groups = B.shape[1]
