@@ -208,7 +208,7 @@ def test_ss2d_states(state):
 
 
 SPLITS = {"dirs=2": dict(cross_dirs=2), "dirs=1": dict(cross_dirs=1), "no-prefetch": dict(prefetch=False),
-          "tiled": dict(per_thread=False)}
+          "tiled": dict(per_thread=False), "chunks": dict(chunks=3, block_l=4)}
 
 
 @pytest.mark.parametrize("state", (1, 2), ids=("N=1", "N=2"))

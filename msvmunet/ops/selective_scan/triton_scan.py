@@ -29,7 +29,8 @@ import triton
 from torch import Tensor
 
 from .torch_chunked import ss2d_projections
-from .triton_kernels import _bwd_kernel, _cross_bwd_kernel, _cross_fwd_kernel, _fwd_kernel
+from .triton_kernels import (_bwd_kernel, _cross_bwd_chunk_kernel, _cross_bwd_kernel, _cross_fwd_chunk_kernel,
+                             _cross_fwd_kernel, _fwd_kernel)
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
@@ -44,7 +45,9 @@ class Tuning:
     per program of the SS2D core (4, 2 or 1; fewer means more programs and shorter chains, plus
     a torch sum of 4 / cross_dirs output slots). ``prefetch``: the forward issues the loads of
     the next block before solving the current one. ``per_thread``: the SS2D core with N = 1 runs
-    the one-channel-per-thread kernels (default) or, if False, the tiled ones.
+    the one-channel-per-thread kernels (default) or, if False, the tiled ones; ``chunks``: those
+    kernels split each sequence into this many chunks run in parallel (a first pass per chunk, then
+    each chunk from the folded state of the ones before it; one direction per program).
     """
 
     block_l: int | None = None
@@ -57,6 +60,7 @@ class Tuning:
     cross_dirs: int | None = None
     prefetch: bool | None = None
     per_thread: bool | None = None
+    chunks: int | None = None
 
 
 tuning = Tuning()
@@ -75,6 +79,7 @@ class _Launch:
     dirs: int
     prefetch: bool
     per_thread: bool  # the cross core with N = 1: one channel per thread (``_cross_*_kernel``)
+    chunks: int = 1   # per_thread: parallel chunks of each sequence
 
 
 def _launch_config(batch: int, state: int, length: int, group_dim: int, cross: bool,
@@ -113,16 +118,24 @@ def _launch_config(batch: int, state: int, length: int, group_dim: int, cross: b
 
 
 def _per_thread_config(batch: int, length: int, dims: int, device: torch.device) -> _Launch:
-    """The cross core with N = 1: 32 channels on the lanes of one warp, 16 steps per thread and block;
-    the four directions are split over more programs until there are ~8 warps per SM."""
-    block_l = tuning.block_l or min(16, triton.next_power_of_2(length))
+    """The cross core with N = 1: 32 channels on the lanes of one warp, 8 steps per thread and block
+    (16 spill registers in the backward).
+    The four directions are split over more programs, then (one direction per program) each sequence
+    into chunks, until there are ~8 warps per SM."""
+    block_l = tuning.block_l or min(8, triton.next_power_of_2(length))
     block_d = min(dims, 4 if _INTERPRET else 32)
     fwd_d, bwd_d = tuning.fwd_block_d or block_d, tuning.bwd_block_d or block_d
     target = 1 if _INTERPRET else 8 * torch.cuda.get_device_properties(device).multi_processor_count
     programs = batch * triton.cdiv(dims, max(fwd_d, bwd_d))
     dirs = tuning.cross_dirs or next((d for d in (4, 2) if programs * 4 // d >= target), 1)
+    n_blocks = triton.cdiv(length, block_l)
+    chunks = tuning.chunks or (1 if dirs > 1 else min(n_blocks, triton.cdiv(target, programs * 4)))
+    if chunks > 1:
+        dirs = 1
+    blocks_per_chunk = triton.cdiv(n_blocks, max(chunks, 1))
+    chunks = triton.cdiv(n_blocks, blocks_per_chunk)  # no empty chunk
     return _Launch(1, block_l, fwd_d, tuning.fwd_warps or 1, bwd_d, tuning.bwd_warps or 1,
-                   tuning.fwd_maxnreg or None, tuning.bwd_maxnreg or None, dirs, False, True)
+                   tuning.fwd_maxnreg or None, tuning.bwd_maxnreg or None, dirs, False, True, chunks)
 
 
 def _alloc(shape, device: torch.device, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -218,11 +231,21 @@ def _forward(pb: _Problem, u, delta, A, B, C, D, bias) -> tuple[Tensor, Tensor]:
     y, slot_stride = pb.output(device)
     carry = _alloc((pb.batch, pb.groups, n_blocks, pb.state, pb.group_dim), device)
     if lc.per_thread:
-        _cross_fwd_kernel[pb.grid(lc.fwd_block_d)](
-            u, delta, A, B, C, D if D is not None else A, bias if bias is not None else A, y, carry,
-            pb.group_dim, pb.length, pb.height, pb.width,
-            u.stride(0), u.stride(1), u.stride(2), *_cross_dir_strides(delta), *_cross_dir_strides(B)[:3],
-            *_cross_dir_strides(C)[:3], slot_stride, *y.stride()[1:],
+        per_chunk = triton.cdiv(n_blocks, lc.chunks)
+        decay, end = _chunk_buffers(pb, lc.chunks, device)
+        strides = (u.stride(0), u.stride(1), u.stride(2), *_cross_dir_strides(delta), *_cross_dir_strides(B)[:3])
+        grid = (*pb.grid(lc.fwd_block_d), lc.chunks)
+        if lc.chunks > 1:
+            _cross_fwd_chunk_kernel[grid](
+                u, delta, A, B, bias if bias is not None else A, decay, end,
+                pb.group_dim, pb.length, pb.height, pb.width, per_chunk, lc.chunks, *strides,
+                SOFTPLUS=pb.softplus, HAS_BIAS=bias is not None, BLOCK_D=lc.fwd_block_d, BLOCK_L=lc.block_l,
+                num_warps=lc.fwd_warps,
+            )
+        _cross_fwd_kernel[grid](
+            u, delta, A, B, C, D if D is not None else A, bias if bias is not None else A, y, carry, decay, end,
+            pb.group_dim, pb.length, pb.height, pb.width, per_chunk, lc.chunks,
+            *strides, *_cross_dir_strides(C)[:3], slot_stride, *y.stride()[1:],
             DIRS=lc.dirs, SOFTPLUS=pb.softplus, HAS_D=D is not None, HAS_BIAS=bias is not None,
             BLOCK_D=lc.fwd_block_d, BLOCK_L=lc.block_l, num_warps=lc.fwd_warps, **_maxnreg(lc.fwd_maxnreg),
         )
@@ -250,16 +273,31 @@ def _backward(pb: _Problem, dy, u, delta, A, B, C, D, bias, carry):
     dB, part_strides = pb.partial(n_dblocks, device)
     dC, _ = pb.partial(n_dblocks, device)
     stats = (pb.batch, pb.groups * pb.group_dim)
+    if lc.per_thread:  # dA, dD, d_bias per chunk as well, summed below with the batch
+        stats = (lc.chunks * pb.batch, pb.groups * pb.group_dim)
     dA = _alloc(stats + (pb.state,), device)
     dD = _alloc(stats, device)
     dbias = _alloc(stats, device)
     if lc.per_thread:
-        _cross_bwd_kernel[pb.grid(lc.bwd_block_d)](
+        n_blocks = triton.cdiv(pb.length, lc.block_l)
+        per_chunk = triton.cdiv(n_blocks, lc.chunks)
+        decay, end = _chunk_buffers(pb, lc.chunks, device)
+        grid = (*pb.grid(lc.bwd_block_d), lc.chunks)
+        dir_strides = (*_cross_dir_strides(delta), *_cross_dir_strides(B)[:3], *_cross_dir_strides(C)[:3])
+        dy_strides = (dy.stride(0), dy.stride(1), dy.stride(2))
+        if lc.chunks > 1:
+            _cross_bwd_chunk_kernel[grid](
+                delta, A, C, bias if bias is not None else A, dy, decay, end,
+                pb.group_dim, pb.length, pb.height, pb.width, per_chunk, lc.chunks,
+                *_cross_dir_strides(delta), *_cross_dir_strides(C)[:3], *dy_strides,
+                SOFTPLUS=pb.softplus, HAS_BIAS=bias is not None, BLOCK_D=lc.bwd_block_d, BLOCK_L=lc.block_l,
+                num_warps=lc.bwd_warps,
+            )
+        _cross_bwd_kernel[grid](
             u, delta, A, B, C, D if D is not None else A, bias if bias is not None else A, carry, dy,
-            du, ddelta, dB, dC, dA, dD, dbias,
-            pb.group_dim, pb.length, pb.height, pb.width,
-            u.stride(0), u.stride(1), u.stride(2), *_cross_dir_strides(delta), *_cross_dir_strides(B)[:3],
-            *_cross_dir_strides(C)[:3], dy.stride(0), dy.stride(1), dy.stride(2), slot_stride, *du.stride()[1:],
+            du, ddelta, dB, dC, dA, dD, dbias, decay, end,
+            pb.group_dim, pb.length, pb.height, pb.width, per_chunk, lc.chunks,
+            u.stride(0), u.stride(1), u.stride(2), *dir_strides, *dy_strides, slot_stride, *du.stride()[1:],
             *_cross_dir_strides(ddelta), dB.stride(0), dB.stride(1), dB.stride(2), dB.stride(3),
             DIRS=lc.dirs, SOFTPLUS=pb.softplus, HAS_D=D is not None, HAS_BIAS=bias is not None,
             BLOCK_D=lc.bwd_block_d, BLOCK_L=lc.block_l, num_warps=lc.bwd_warps, **_maxnreg(lc.bwd_maxnreg),
@@ -285,6 +323,12 @@ def _finish_backward(pb: _Problem, du, ddelta, dB, dC, dA, dD, dbias, n_dblocks:
     dB = dB[0] if n_dblocks == 1 else dB.sum(0)
     dC = dC[0] if n_dblocks == 1 else dC.sum(0)
     return _merge_slots(pb, du), ddelta, dB, dC, dA.sum(0), dD.sum(0), dbias.sum(0)
+
+
+def _chunk_buffers(pb: _Problem, chunks: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """(decay, end) of every chunk, (B, 4, chunks, D) each; a placeholder when there is one chunk."""
+    shape = (pb.batch, pb.groups, chunks, pb.group_dim) if chunks > 1 else (1,)
+    return _alloc(shape, device), _alloc(shape, device)
 
 
 def _cross_dir_strides(t: Tensor) -> tuple[int, int, int, int]:
