@@ -71,8 +71,8 @@ def main() -> None:
     device = torch.device("cuda")
     data = {s: core_inputs(args.batch, s[0], s[1], device) for s in SHAPES}
     configs = [{}, {"per_thread": False}]
-    for warps, block_l in itertools.product((1, 2), (8, 16, 32)):  # the one-channel-per-thread kernels
-        configs.append(dict(fwd_warps=warps, bwd_warps=warps, block_l=block_l))
+    for block_l, chunks in itertools.product((4, 8, 16), (1, 2, 4, 8, 16)):  # the one-channel-per-thread kernels
+        configs.append(dict(block_l=block_l, chunks=chunks))
     for warps, block_l, block_d in itertools.product((1, 2, 4), (16, 32, 64, 128), (8, 16, 32)):
         per_thread = block_l * block_d / (32 * warps)
         if 2 <= per_thread <= 32:
@@ -96,7 +96,8 @@ def main() -> None:
     extra = []
     for (s, key), (ms, cfg) in best.items():
         print(f"{s} {key}: {ms:.3f} ms  {cfg or 'default'}")
-        for variant in ({"cross_dirs": 1}, {"cross_dirs": 2}, {"cross_dirs": 4}, {"bwd_maxnreg": 0}, {"bwd_maxnreg": 128}):
+        for variant in ({"cross_dirs": 1}, {"cross_dirs": 2}, {"cross_dirs": 4}, {"bwd_maxnreg": 0}, {"bwd_maxnreg": 128},
+                        {"fwd_warps": 2, "bwd_warps": 2}):
             vcfg = {**cfg, **variant}
             r = time_config(vcfg, {s: data[s]})[s]
             extra.append((s, key, vcfg, r))
