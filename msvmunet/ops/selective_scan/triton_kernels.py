@@ -360,8 +360,9 @@ def _bwd_kernel(
 # and all BLOCK_L steps of a channel in its thread's registers: the channel strides are not
 # specialised (``do_not_specialize``), so the compiler does not vectorise along the channels and
 # keeps the steps in-thread. The scans along the steps are then sequential in registers (no
-# shuffles, no shared memory, no barriers); only dB and dC (sums over channels) cross lanes. A
-# thread reads and writes only its own channel, so summing the directions of a slot needs no barrier.
+# shuffles, no shared memory, no barriers); only dB and dC (sums over channels) cross lanes. With 32
+# channels a thread reads and writes only its own channel; narrower tiles spread steps over lanes, so
+# the directions of a slot are separated by a barrier and read back past L1.
 
 
 @triton.jit
@@ -476,10 +477,12 @@ def _cross_fwd_kernel(
             hs = hs + a_cum * h[None, :]
             y = hs * cv + dskip[None, :] * u
             y_ptrs = y_ptr + slot * sy_slot + batch * sy_b + p[:, None] * sy_l + offs_d[None, :] * sy_d
-            if k > slot * DIRS:  # this thread wrote these values for the slot's previous direction
-                y += tl.load(y_ptrs, mask=mask, other=0.0)
+            if k > slot * DIRS:  # the slot's previous directions wrote these values
+                y += tl.load(y_ptrs, mask=mask, other=0.0, cache_modifier=".cg")
             tl.store(y_ptrs, y, mask=mask)
             h = _last_row(hs, offs_l, BLOCK_L)
+        if DIRS > 1:  # with fewer than 32 channels a pixel's lanes differ between directions
+            tl.debug_barrier()
 
 
 @triton.jit
@@ -605,8 +608,8 @@ def _cross_bwd_kernel(
             dbias_acc += tl.sum(ddelta, axis=0)
 
             du_ptrs = du_ptr + slot * sdu_slot + batch * sdu_b + p[:, None] * sdu_l + offs_d[None, :] * sdu_d
-            if k > slot * DIRS:  # this thread wrote these values for the slot's previous direction
-                du += tl.load(du_ptrs, mask=mask, other=0.0)
+            if k > slot * DIRS:  # the slot's previous directions wrote these values
+                du += tl.load(du_ptrs, mask=mask, other=0.0, cache_modifier=".cg")
             tl.store(du_ptrs, du, mask=mask)
             tl.store(ddt_ptr + batch * sddt_b + p[:, None] * sddt_l + k * sddt_k + offs_d[None, :] * sddt_d, ddelta,
                      mask=mask)
@@ -619,3 +622,5 @@ def _cross_bwd_kernel(
         tl.store(dA_ptr + stat, dA_acc, mask=mask_d)
         tl.store(dskip_grad_ptr + stat, dskip_acc, mask=mask_d)
         tl.store(dbias_ptr + stat, dbias_acc, mask=mask_d)
+        if DIRS > 1:  # with fewer than 32 channels a pixel's lanes differ between directions
+            tl.debug_barrier()
