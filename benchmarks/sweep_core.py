@@ -70,14 +70,14 @@ def main() -> None:
     args = p.parse_args()
     device = torch.device("cuda")
     data = {s: core_inputs(args.batch, s[0], s[1], device) for s in SHAPES}
-    configs = [{}, {"per_thread": False}]
+    configs = [{}, {"per_thread": True}]
     for block_l, chunks in itertools.product((4, 8, 16), (1, 2, 4, 8, 16)):  # the one-channel-per-thread kernels
-        configs.append(dict(block_l=block_l, chunks=chunks))
+        configs.append(dict(per_thread=True, block_l=block_l, chunks=chunks))
     for warps, block_l, block_d in itertools.product((1, 2, 4), (16, 32, 64, 128), (8, 16, 32)):
         per_thread = block_l * block_d / (32 * warps)
         if 2 <= per_thread <= 32:
             configs.append(dict(fwd_warps=warps, bwd_warps=warps, block_l=block_l, fwd_block_d=block_d,
-                                bwd_block_d=block_d, per_thread=False))
+                                bwd_block_d=block_d))
     rows = []
     for cfg in configs:
         res = time_config(cfg, data)

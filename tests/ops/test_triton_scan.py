@@ -197,8 +197,10 @@ def check_ss2d(inputs: dict, against=(ss2d_scan_reference,), tol: float = 1e-5, 
 MAPS = {"1x1": (1, 1), "3x5": (3, 5), "5x3": (5, 3), "7x9": (7, 9)}
 
 
+@pytest.mark.parametrize("per_thread", (False, True), ids=("tiled", "per-thread"))
 @pytest.mark.parametrize("hw", MAPS.values(), ids=MAPS.keys())
-def test_ss2d(hw):
+def test_ss2d(hw, per_thread, monkeypatch):
+    monkeypatch.setattr(triton_scan, "tuning", triton_scan.Tuning(per_thread=per_thread))
     check_ss2d(ss2d_inputs(height=hw[0], width=hw[1]))
 
 
@@ -208,14 +210,15 @@ def test_ss2d_states(state):
 
 
 SPLITS = {"dirs=2": dict(cross_dirs=2), "dirs=1": dict(cross_dirs=1), "no-prefetch": dict(prefetch=False),
-          "tiled": dict(per_thread=False), "chunks": dict(chunks=3, block_l=4)}
+          "per-thread": dict(per_thread=True), "per-thread-dirs=2": dict(per_thread=True, cross_dirs=2),
+          "per-thread-chunks": dict(per_thread=True, chunks=3, block_l=4)}
 
 
 @pytest.mark.parametrize("state", (1, 2), ids=("N=1", "N=2"))
 @pytest.mark.parametrize("tune", SPLITS.values(), ids=SPLITS.keys())
 def test_ss2d_launch_variants(tune, state, monkeypatch):
     # the 4 directions split over 2 or 4 programs per channel block (summed slots), and the
-    # forward without prefetching; N = 1 runs the one-channel-per-thread kernels, N = 2 the tiled ones
+    # forward without prefetching; the one-channel-per-thread kernels (N = 1 only; N = 2 stays tiled)
     monkeypatch.setattr(triton_scan, "tuning", triton_scan.Tuning(**tune))
     check_ss2d(ss2d_inputs(height=5, width=4, dim=5, state=state))
 
@@ -258,10 +261,23 @@ def test_scan_wide_channels(state):
     check_scan(scan_inputs(batch=3, groups=4, group_dim=100, state=state, length=777), against=(selective_scan_torch,))
 
 
+GPU_TUNINGS = {"tiled": {}, "per-thread": dict(per_thread=True), "per-thread-dirs=2": dict(per_thread=True, cross_dirs=2),
+               "per-thread-chunks=5": dict(per_thread=True, chunks=5)}
+
+
 @gpu_only
+@pytest.mark.parametrize("tune", GPU_TUNINGS.values(), ids=GPU_TUNINGS.keys())
 @pytest.mark.parametrize("hw", [(56, 56), (28, 36)], ids=["56x56", "28x36"])
-def test_ss2d_realistic_shape(hw):
+def test_ss2d_realistic_shape(hw, tune, monkeypatch):
+    monkeypatch.setattr(triton_scan, "tuning", triton_scan.Tuning(**tune))
     check_ss2d(ss2d_inputs(batch=2, height=hw[0], width=hw[1], dim=96, state=1, rank=6), against=(ss2d_scan_torch,))
+
+
+@gpu_only
+def test_ss2d_per_thread_narrow_channels(monkeypatch):
+    # fewer than 32 channels: a tile spreads a pixel's steps over lanes (directions share a slot)
+    monkeypatch.setattr(triton_scan, "tuning", triton_scan.Tuning(per_thread=True, cross_dirs=4))
+    check_ss2d(ss2d_inputs(batch=2, height=13, width=11, dim=12, state=1, rank=2), against=(ss2d_scan_torch,))
 
 
 @pytest.mark.parametrize("cross", [False, True], ids=["plain", "cross"])

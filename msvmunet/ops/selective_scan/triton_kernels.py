@@ -354,7 +354,8 @@ def _bwd_kernel(
 
 
 # --------------------------------------------------------------------------------------------------
-# The SS2D core with one state (N = 1, the paper's setting), one channel per thread.
+# The SS2D core with one state (N = 1, the paper's setting), one channel per thread
+# (``Tuning(per_thread=True)``; experimental, off by default until measured on a GPU).
 #
 # Tiles are (BLOCK_L steps, BLOCK_D channels) with BLOCK_D = 32 channels on the 32 lanes of one warp
 # and all BLOCK_L steps of a channel in its thread's registers: the channel strides are not

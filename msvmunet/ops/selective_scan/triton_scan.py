@@ -44,10 +44,11 @@ class Tuning:
     block_l steps. ``*_maxnreg``: register caps (0: none). ``cross_dirs``: directions
     per program of the SS2D core (4, 2 or 1; fewer means more programs and shorter chains, plus
     a torch sum of 4 / cross_dirs output slots). ``prefetch``: the forward issues the loads of
-    the next block before solving the current one. ``per_thread``: the SS2D core with N = 1 runs
-    the one-channel-per-thread kernels (default) or, if False, the tiled ones; ``chunks``: those
-    kernels split each sequence into this many chunks run in parallel (a first pass per chunk, then
-    each chunk from the folded state of the ones before it; one direction per program).
+    the next block before solving the current one. ``per_thread``: run the SS2D core with N = 1 on
+    the one-channel-per-thread kernels (``_cross_*_kernel``; experimental: off until measured on a
+    GPU); ``chunks``: those kernels split each sequence into this many chunks run in parallel (a
+    first pass per chunk, then each chunk from the folded state of the ones before it; one
+    direction per program).
     """
 
     block_l: int | None = None
@@ -86,7 +87,7 @@ def _launch_config(batch: int, state: int, length: int, group_dim: int, cross: b
                    device: torch.device) -> _Launch:
     block_n = triton.next_power_of_2(state)
     dims = triton.next_power_of_2(group_dim)
-    if cross and state == 1 and tuning.per_thread is not False:
+    if cross and state == 1 and tuning.per_thread:
         return _per_thread_config(batch, length, dims, device)
     if _INTERPRET:  # the interpreter scans element by element in Python: keep tiles small
         block_l = tuning.block_l or min(16, triton.next_power_of_2(length))
