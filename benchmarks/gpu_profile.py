@@ -26,9 +26,14 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--rows", type=int, default=40)
     p.add_argument("--compile", action="store_true", help="profile torch.compile(model)")
+    p.add_argument("--per-thread", action="store_true", help="the one-channel-per-thread SS2D kernels")
     p.add_argument("--out", default=None)
     args = p.parse_args()
 
+    if args.per_thread:
+        from msvmunet.ops.selective_scan import triton_scan
+
+        triton_scan.tuning = triton_scan.Tuning(per_thread=True)
     dev = torch.device("cuda")
     torch.backends.cudnn.benchmark = True
     model = create_model(args.model, num_classes=9, scan_backend=args.backend).to(dev)

@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch.compile mode, e.g. max-autotune-no-cudagraphs or reduce-overhead")
     parser.add_argument("--cuda-graph", action="store_true",
                         help="capture the whole step (training: forward, loss, backward, AdamW) in a CUDA graph")
+    parser.add_argument("--scan-tuning", nargs="+", default=[], metavar="FIELD=VALUE",
+                        help="launch parameters of the Triton scan (msvmunet.ops.selective_scan.triton_scan.Tuning), "
+                             "e.g. per_thread=1 chunks=4 block_l=8")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
@@ -39,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..engine.benchmark import benchmark, results_dict
 
+    if args.scan_tuning:
+        _set_scan_tuning(args.scan_tuning)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     precision = args.precision or ("bf16" if device.startswith("cuda") else "fp32")
     modes = ("train", "infer") if args.mode == "both" else (args.mode,)
@@ -57,3 +62,20 @@ def run(args: argparse.Namespace) -> int:
             json.dump({"device": name, "precision": precision, "backend": args.backend, "model": args.model,
                        "size": args.size, "results": results_dict(rows)}, f, indent=1)
     return 0
+
+
+def _set_scan_tuning(items: list[str]) -> None:
+    import dataclasses
+
+    from ..errors import ConfigError
+    from ..ops.selective_scan import triton_scan
+
+    fields = {f.name: f for f in dataclasses.fields(triton_scan.Tuning)}
+    values = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if key not in fields or not value:
+            raise ConfigError(f"--scan-tuning {item!r}: expected FIELD=VALUE with FIELD one of {sorted(fields)}")
+        values[key] = value.lower() in ("1", "true", "yes") if "bool" in str(fields[key].type) else int(value)
+    triton_scan.tuning = triton_scan.Tuning(**values)
+    print(f"scan tuning: {triton_scan.tuning}")
