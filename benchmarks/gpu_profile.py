@@ -11,6 +11,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from msvmunet import create_model
+from msvmunet.cli.benchmark import set_scan_tuning
 from msvmunet.engine.inference import autocast_context
 from msvmunet.engine.losses import DiceCELoss
 
@@ -26,14 +27,13 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--rows", type=int, default=40)
     p.add_argument("--compile", action="store_true", help="profile torch.compile(model)")
-    p.add_argument("--per-thread", action="store_true", help="the one-channel-per-thread SS2D kernels")
+    p.add_argument("--scan-tuning", nargs="+", default=[], metavar="FIELD=VALUE",
+                   help="Triton scan launch parameters, as for `msvmunet benchmark --scan-tuning`")
     p.add_argument("--out", default=None)
     args = p.parse_args()
 
-    if args.per_thread:
-        from msvmunet.ops.selective_scan import triton_scan
-
-        triton_scan.tuning = triton_scan.Tuning(per_thread=True)
+    if args.scan_tuning:
+        set_scan_tuning(args.scan_tuning)
     dev = torch.device("cuda")
     torch.backends.cudnn.benchmark = True
     model = create_model(args.model, num_classes=9, scan_backend=args.backend).to(dev)

@@ -2,7 +2,8 @@
 # GPU checks and benchmarks in one go: writes logs and JSON into OUTDIR.
 #   bash benchmarks/gpu_suite.sh OUTDIR [steps...]
 # steps: env tests alltests gputests scan sweep core model model_torch graph graph_train compile compile_graph
-#        compile_b1 profile profile_compile profile_infer augment stability recipe (default: env tests scan model profile augment)
+#        compile_b1 compile_graph_tiled profile profile_compile profile_compile_tiled profile_infer augment
+#        stability recipe (default: env tests scan model profile augment)
 set -u
 OUTDIR=${1:?usage: gpu_suite.sh OUTDIR [steps...]}
 shift
@@ -36,8 +37,8 @@ for step in $STEPS; do
     compile) run compile 400 python -m msvmunet benchmark --batch 32 --compile --json "$OUTDIR/compile.json" ;;
     compile_graph) run compile_graph 400 python -m msvmunet benchmark --batch 32 --compile --cuda-graph --json "$OUTDIR/compile_graph.json" ;;
     profile) run profile 300 python benchmarks/gpu_profile.py --out "$OUTDIR/profile_train.txt" ;;
-    compile_graph_pt) run compile_graph_pt 400 python -m msvmunet benchmark --batch 32 --compile --cuda-graph --scan-tuning per_thread=1 --json "$OUTDIR/compile_graph_pt.json" ;;
-    profile_compile_pt) run profile_compile_pt 400 python benchmarks/gpu_profile.py --compile --per-thread --out "$OUTDIR/profile_compile_pt.txt" ;;
+    compile_graph_tiled) run compile_graph_tiled 400 python -m msvmunet benchmark --batch 32 --compile --cuda-graph --scan-tuning per_thread=0 --json "$OUTDIR/compile_graph_tiled.json" ;;
+    profile_compile_tiled) run profile_compile_tiled 400 python benchmarks/gpu_profile.py --compile --scan-tuning per_thread=0 --out "$OUTDIR/profile_compile_tiled.txt" ;;
     compile_b1) run compile_b1 400 python -m msvmunet benchmark --batch 1 --mode infer --compile --cuda-graph --json "$OUTDIR/compile_b1.json" ;;
     profile_compile) run profile_compile 400 python benchmarks/gpu_profile.py --compile --out "$OUTDIR/profile_compile.txt" ;;
     profile_infer) run profile_infer 300 python benchmarks/gpu_profile.py --mode infer --batch 1 --out "$OUTDIR/profile_infer.txt" ;;

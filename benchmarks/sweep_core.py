@@ -46,7 +46,9 @@ def time_config(cfg: dict, data: dict) -> dict:
     triton_scan.tuning = triton_scan.Tuning(**cfg)
     out = {}
     for shape, d in data.items():
-        args = (d["u"], d["delta"], d["A"], d["B"], d["C"], d["D"], d["bias"], True, d["height"], d["width"], True)
+        block_l = triton_scan.block_steps(1, d["height"] * d["width"], True)
+        args = (d["u"], d["delta"], d["A"], d["B"], d["C"], d["D"], d["bias"], True, d["height"], d["width"], True,
+                block_l)
         try:
             y, carry = triton_scan.scan_fwd(*args)
             fwd = time_ms(lambda: triton_scan.scan_fwd(*args), d["u"].device)
@@ -70,14 +72,14 @@ def main() -> None:
     args = p.parse_args()
     device = torch.device("cuda")
     data = {s: core_inputs(args.batch, s[0], s[1], device) for s in SHAPES}
-    configs = [{}, {"per_thread": True}]
+    configs = [{}, {"per_thread": False}]
     for block_l, chunks in itertools.product((4, 8, 16), (1, 2, 4, 8, 16)):  # the one-channel-per-thread kernels
-        configs.append(dict(per_thread=True, block_l=block_l, chunks=chunks))
+        configs.append(dict(block_l=block_l, chunks=chunks))
     for warps, block_l, block_d in itertools.product((1, 2, 4), (16, 32, 64, 128), (8, 16, 32)):
         per_thread = block_l * block_d / (32 * warps)
         if 2 <= per_thread <= 32:
-            configs.append(dict(fwd_warps=warps, bwd_warps=warps, block_l=block_l, fwd_block_d=block_d,
-                                bwd_block_d=block_d))
+            configs.append(dict(per_thread=False, fwd_warps=warps, bwd_warps=warps, block_l=block_l,
+                                fwd_block_d=block_d, bwd_block_d=block_d))
     rows = []
     for cfg in configs:
         res = time_config(cfg, data)

@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="capture the whole step (training: forward, loss, backward, AdamW) in a CUDA graph")
     parser.add_argument("--scan-tuning", nargs="+", default=[], metavar="FIELD=VALUE",
                         help="launch parameters of the Triton scan (msvmunet.ops.selective_scan.triton_scan.Tuning), "
-                             "e.g. per_thread=1 chunks=4 block_l=8")
+                             "e.g. per_thread=0 (tiled kernels) or chunks=4 block_l=8")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.benchmark import benchmark, results_dict
 
     if args.scan_tuning:
-        _set_scan_tuning(args.scan_tuning)
+        set_scan_tuning(args.scan_tuning)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     precision = args.precision or ("bf16" if device.startswith("cuda") else "fp32")
     modes = ("train", "infer") if args.mode == "both" else (args.mode,)
@@ -64,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _set_scan_tuning(items: list[str]) -> None:
+def set_scan_tuning(items: list[str]) -> None:
+    """Set the Triton scan's launch parameters from ``FIELD=VALUE`` strings (fields of ``triton_scan.Tuning``)."""
     import dataclasses
 
     from ..errors import ConfigError

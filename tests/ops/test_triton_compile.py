@@ -17,11 +17,11 @@ import json, sys
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from msvmunet.ops.selective_scan import triton_kernels as K
+from msvmunet.ops.selective_scan import triton_kernels, triton_ss2d_kernels
 
 POINTERS = {"u_ptr": "*bf16", "dt_ptr": "*bf16", "b_ptr": "*bf16", "c_ptr": "*bf16", "ddt_ptr": "*bf16"}
 for name, constexprs, warps in json.loads(sys.argv[1]):
-    fn = getattr(K, name)
+    fn = getattr(triton_ss2d_kernels if name.startswith("_cross") else triton_kernels, name)
     constexprs = {k: v for k, v in constexprs.items() if k in fn.arg_names}
     signature = {a: "constexpr" if a in constexprs else (POINTERS.get(a, "*fp32") if a.endswith("_ptr") else "i32")
                  for a in fn.arg_names}
@@ -37,9 +37,11 @@ KERNELS = [
     ("_bwd_kernel", dict(COMMON, N=1, CROSS=True, DIRS=2, BLOCK_D=8, BLOCK_N=1, BLOCK_L=128), 4),
     ("_fwd_kernel", dict(COMMON, N=2, CROSS=False, DIRS=1, PREFETCH=False, BLOCK_D=4, BLOCK_N=2, BLOCK_L=64), 4),
     ("_bwd_kernel", dict(COMMON, N=2, CROSS=False, DIRS=1, BLOCK_D=4, BLOCK_N=2, BLOCK_L=64), 4),
-    ("_cross_fwd_chunk_kernel", dict(COMMON, BLOCK_D=32, BLOCK_L=8), 1),
-    ("_cross_fwd_kernel", dict(COMMON, DIRS=1, BLOCK_D=32, BLOCK_L=8), 1),
-    ("_cross_bwd_chunk_kernel", dict(COMMON, BLOCK_D=32, BLOCK_L=8), 1),
+    ("_cross_fwd_chunk_kernel", dict(COMMON, BLOCK_D=32, BLOCK_L=4), 1),
+    ("_cross_fwd_kernel", dict(COMMON, DIRS=1, BLOCK_D=32, BLOCK_L=4), 1),
+    ("_cross_bwd_chunk_kernel", dict(COMMON, BLOCK_D=32, BLOCK_L=4), 1),
+    ("_cross_bwd_kernel", dict(COMMON, DIRS=1, BLOCK_D=32, BLOCK_L=4), 1),
+    ("_cross_bwd_kernel", dict(COMMON, DIRS=2, BLOCK_D=32, BLOCK_L=8), 1),
     ("_cross_bwd_kernel", dict(COMMON, DIRS=2, BLOCK_D=32, BLOCK_L=8), 1),
 ]
 

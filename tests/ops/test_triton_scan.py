@@ -14,7 +14,8 @@ pytest.importorskip("triton")
 from msvmunet.ops.selective_scan import resolve_backend, selective_scan, ss2d_scan  # noqa: E402
 from msvmunet.ops.selective_scan import triton_scan  # noqa: E402
 from msvmunet.ops.selective_scan.reference import selective_scan_reference, ss2d_scan_reference  # noqa: E402
-from msvmunet.ops.selective_scan.torch_chunked import selective_scan_torch, ss2d_scan_torch  # noqa: E402
+from msvmunet.ops.selective_scan.torch_chunked import (selective_scan_torch, ss2d_projections,  # noqa: E402
+                                                        ss2d_scan_torch)
 
 ON_GPU = torch.cuda.is_available()
 DEVICE = torch.device("cuda" if ON_GPU else "cpu")
@@ -209,16 +210,19 @@ def test_ss2d_states(state):
     check_ss2d(ss2d_inputs(height=4, width=9, dim=5, state=state))
 
 
-SPLITS = {"dirs=2": dict(cross_dirs=2), "dirs=1": dict(cross_dirs=1), "no-prefetch": dict(prefetch=False),
-          "per-thread": dict(per_thread=True), "per-thread-dirs=2": dict(per_thread=True, cross_dirs=2),
-          "per-thread-chunks": dict(per_thread=True, chunks=3, block_l=4)}
+TILED = dict(per_thread=False)
+SPLITS = {"tiled-dirs=2": dict(TILED, cross_dirs=2), "tiled-dirs=1": dict(TILED, cross_dirs=1),
+          "tiled-no-prefetch": dict(TILED, prefetch=False), "per-thread": {},
+          "per-thread-one-chunk-dirs=2": dict(chunks=1, cross_dirs=2), "per-thread-chunks=3": dict(chunks=3),
+          "per-thread-block=8": dict(block_l=8, chunks=2)}
 
 
 @pytest.mark.parametrize("state", (1, 2), ids=("N=1", "N=2"))
 @pytest.mark.parametrize("tune", SPLITS.values(), ids=SPLITS.keys())
 def test_ss2d_launch_variants(tune, state, monkeypatch):
-    # the 4 directions split over 2 or 4 programs per channel block (summed slots), and the
-    # forward without prefetching; the one-channel-per-thread kernels (N = 1 only; N = 2 stays tiled)
+    # the tiled kernels: the 4 directions split over 2 or 4 programs per channel block (summed slots),
+    # and the forward without prefetching; the one-channel-per-thread kernels (the default for N = 1;
+    # N = 2 stays tiled): one chunk with directions over 2 programs, fewer chunks, longer blocks
     monkeypatch.setattr(triton_scan, "tuning", triton_scan.Tuning(**tune))
     check_ss2d(ss2d_inputs(height=5, width=4, dim=5, state=state))
 
@@ -261,8 +265,8 @@ def test_scan_wide_channels(state):
     check_scan(scan_inputs(batch=3, groups=4, group_dim=100, state=state, length=777), against=(selective_scan_torch,))
 
 
-GPU_TUNINGS = {"tiled": {}, "per-thread": dict(per_thread=True), "per-thread-dirs=2": dict(per_thread=True, cross_dirs=2),
-               "per-thread-chunks=5": dict(per_thread=True, chunks=5)}
+GPU_TUNINGS = {"tiled": TILED, "per-thread": {}, "per-thread-one-chunk-dirs=2": dict(chunks=1, cross_dirs=2),
+               "per-thread-chunks=5-block=8": dict(chunks=5, block_l=8)}
 
 
 @gpu_only
@@ -276,7 +280,7 @@ def test_ss2d_realistic_shape(hw, tune, monkeypatch):
 @gpu_only
 def test_ss2d_per_thread_narrow_channels(monkeypatch):
     # fewer than 32 channels: a tile spreads a pixel's steps over lanes (directions share a slot)
-    monkeypatch.setattr(triton_scan, "tuning", triton_scan.Tuning(per_thread=True, cross_dirs=4))
+    monkeypatch.setattr(triton_scan, "tuning", triton_scan.Tuning(chunks=1, cross_dirs=4))
     check_ss2d(ss2d_inputs(batch=2, height=13, width=11, dim=12, state=1, rank=2), against=(ss2d_scan_torch,))
 
 
@@ -296,9 +300,32 @@ def test_custom_ops_are_consistent_for_compile(cross):
         height, width, length = 1, 1, 9
         u, delta = (torch.randn(batch, 4 * dim, length, device=DEVICE, requires_grad=True) for _ in range(2))
         B, C = (torch.randn(batch, 4, state, length, device=DEVICE, requires_grad=True) for _ in range(2))
-    args = (u, delta, A, B, C, D, bias, cross, height, width, True)
+    args = (u, delta, A, B, C, D, bias, cross, height, width, True, triton_scan.block_steps(state, length, cross))
     result = torch.library.opcheck(triton_scan.scan_fwd, args)
     assert all(v == "SUCCESS" for v in result.values()), result
+
+
+def test_block_length_is_an_argument_of_the_ops(monkeypatch):
+    """A compiled graph keeps the shapes the fake kernels gave it (the carried states' block count): they
+    must follow the ops' block_l argument, which the graph records, never the tuning at the time of the call
+    (a graph compiled, or cached, under another tuning would then hand the kernels wrong buffers)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    torch.manual_seed(5)
+    inputs = ss2d_inputs(height=5, width=4, dim=6)
+    expected = ss2d_scan_torch(*inputs.values())
+    with torch.no_grad():
+        flat, dts, Bs, Cs = ss2d_projections(inputs["x"], inputs["x_proj_weight"], inputs["dt_projs_weight"])
+        A = -torch.exp(inputs["A_logs"])
+        args = (flat, dts.contiguous(), A, Bs, Cs, inputs["Ds"], inputs["dt_projs_bias"].reshape(-1), True, 5, 4, True)
+        monkeypatch.setattr(triton_scan, "tuning", triton_scan.Tuning(block_l=16))
+        y, carry = triton_scan.scan_fwd(*args, 4)
+        assert carry.shape[2] == 5  # 20 steps in blocks of 4, not of 16
+        assert_close("y", y.view(expected.shape), expected, 1e-5)
+        with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+            fake_y, fake_carry = triton_scan.scan_fwd(*(mode.from_tensor(a) if isinstance(a, torch.Tensor) else a
+                                                        for a in args), 4)
+        assert fake_carry.shape == carry.shape and fake_y.shape == y.shape
 
 
 def test_ss2d_under_torch_compile():

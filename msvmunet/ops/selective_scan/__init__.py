@@ -9,7 +9,6 @@ The environment variable ``MSVMUNET_SCAN_BACKEND`` overrides ``auto``.
 
 from __future__ import annotations
 
-import functools
 import os
 from typing import Callable, NamedTuple
 
@@ -25,14 +24,22 @@ class Backend(NamedTuple):
     ss2d_scan: Callable[..., Tensor]
 
 
-_LOADED: dict[str, Backend] = {}
+_LOADED: dict[str, Backend | str] = {}
 
 
 def _load(name: str) -> Backend:
-    """The backend's functions, imported once (a plain dict: torch.compile traces this without a warning)."""
+    """The backend's functions, imported once; a backend that cannot load keeps its error message.
+
+    A plain dict, not ``functools.lru_cache``: torch.compile traces the dispatch without a warning."""
     if name not in _LOADED:
-        _LOADED[name] = _import(name)
-    return _LOADED[name]
+        try:
+            _LOADED[name] = _import(name)
+        except ConfigError as err:
+            _LOADED[name] = str(err)
+    found = _LOADED[name]
+    if isinstance(found, str):
+        raise ConfigError(found)
+    return found
 
 
 def _import(name: str) -> Backend:
@@ -56,7 +63,6 @@ def _import(name: str) -> Backend:
     raise ConfigError(f"unknown scan backend {name!r}; choose one of {('auto',) + BACKENDS}")
 
 
-@functools.lru_cache(maxsize=None)
 def triton_available() -> bool:
     try:
         _load("triton")

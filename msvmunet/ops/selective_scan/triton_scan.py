@@ -29,8 +29,9 @@ import triton
 from torch import Tensor
 
 from .torch_chunked import ss2d_projections
-from .triton_kernels import (_bwd_kernel, _cross_bwd_chunk_kernel, _cross_bwd_kernel, _cross_fwd_chunk_kernel,
-                             _cross_fwd_kernel, _fwd_kernel)
+from .triton_kernels import _bwd_kernel, _fwd_kernel
+from .triton_ss2d_kernels import (_cross_bwd_chunk_kernel, _cross_bwd_kernel, _cross_fwd_chunk_kernel,
+                                  _cross_fwd_kernel)
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
@@ -44,11 +45,14 @@ class Tuning:
     block_l steps. ``*_maxnreg``: register caps (0: none). ``cross_dirs``: directions
     per program of the SS2D core (4, 2 or 1; fewer means more programs and shorter chains, plus
     a torch sum of 4 / cross_dirs output slots). ``prefetch``: the forward issues the loads of
-    the next block before solving the current one. ``per_thread``: run the SS2D core with N = 1 on
-    the one-channel-per-thread kernels (``_cross_*_kernel``; experimental: off until measured on a
-    GPU); ``chunks``: those kernels split each sequence into this many chunks run in parallel (a
-    first pass per chunk, then each chunk from the folded state of the ones before it; one
-    direction per program).
+    the next block before solving the current one. ``per_thread``: the SS2D core with N = 1 runs
+    the one-channel-per-thread kernels (``triton_ss2d_kernels``; the default, ``False`` runs the
+    tiled ones); ``chunks``: those kernels split each sequence into this many chunks run in
+    parallel (a first pass per chunk, then each chunk from the folded state of the ones before it;
+    one direction per program).
+
+    A compiled graph bakes in the shapes that depend on ``block_l``: it is an argument of the scan
+    ops, so changing it recompiles. The other fields are read when the kernels are launched.
     """
 
     block_l: int | None = None
@@ -83,21 +87,35 @@ class _Launch:
     chunks: int = 1   # per_thread: parallel chunks of each sequence
 
 
-def _launch_config(batch: int, state: int, length: int, group_dim: int, cross: bool,
-                   device: torch.device) -> _Launch:
+def _per_thread(state: int, cross: bool) -> bool:
+    return cross and state == 1 and tuning.per_thread is not False
+
+
+def block_steps(state: int, length: int, cross: bool) -> int:
+    """The steps per block (the backward's checkpoint stride) for a scan of this shape."""
+    if tuning.block_l:
+        return tuning.block_l
+    if _per_thread(state, cross):
+        return min(4, triton.next_power_of_2(length))
+    if _INTERPRET:  # the interpreter scans element by element in Python: keep tiles small
+        return min(16, triton.next_power_of_2(length))
+    return max(16, min(triton.next_power_of_2(length), 128))
+
+
+def _launch_config(batch: int, state: int, length: int, group_dim: int, cross: bool, device: torch.device,
+                   block_l: int | None = None) -> _Launch:
+    block_l = block_l or block_steps(state, length, cross)
     block_n = triton.next_power_of_2(state)
     dims = triton.next_power_of_2(group_dim)
-    if cross and state == 1 and tuning.per_thread:
-        return _per_thread_config(batch, length, dims, device)
-    if _INTERPRET:  # the interpreter scans element by element in Python: keep tiles small
-        block_l = tuning.block_l or min(16, triton.next_power_of_2(length))
+    if _per_thread(state, cross):
+        return _per_thread_config(batch, length, dims, block_l, device)
+    if _INTERPRET:
         fwd_d = bwd_d = min(dims, 4)
         maxnreg, slots = None, 1
     else:
         # 128-step blocks, ~1024-value tiles (8 per thread with 4 warps). Channel-last (cross)
         # tiles keep >= 8 channels, so that each pixel's row is a full 32-byte sector. With N = 1
         # the backward wants ~170 registers; a cap of 168 lets 3 CTAs of 4 warps share an SM.
-        block_l = tuning.block_l or max(16, min(triton.next_power_of_2(length), 128))
         fwd_d = bwd_d = min(dims, max(8 if cross else 1, 1024 // (block_l * block_n)))
         maxnreg = 168 if block_n == 1 else None
         slots = 3 * torch.cuda.get_device_properties(device).multi_processor_count
@@ -118,19 +136,18 @@ def _launch_config(batch: int, state: int, length: int, group_dim: int, cross: b
                    True if tuning.prefetch is None else tuning.prefetch, False)
 
 
-def _per_thread_config(batch: int, length: int, dims: int, device: torch.device) -> _Launch:
-    """The cross core with N = 1: 32 channels on the lanes of one warp, 8 steps per thread and block
-    (16 spill registers in the backward).
-    The four directions are split over more programs, then (one direction per program) each sequence
-    into chunks, until there are ~8 warps per SM."""
-    block_l = tuning.block_l or min(8, triton.next_power_of_2(length))
+def _per_thread_config(batch: int, length: int, dims: int, block_l: int, device: torch.device) -> _Launch:
+    """The cross core with N = 1: 32 channels on the lanes of one warp, ``block_l`` (4) steps per
+    thread and block, one direction per program and each sequence in 8 chunks run in parallel (the
+    fastest of the launch sweep at the model's four stage shapes, batch 32, on an H200; BENCHMARKS.md).
+    With one chunk, the four directions are split over more programs until there are ~8 warps per SM."""
     block_d = min(dims, 4 if _INTERPRET else 32)
     fwd_d, bwd_d = tuning.fwd_block_d or block_d, tuning.bwd_block_d or block_d
     target = 1 if _INTERPRET else 8 * torch.cuda.get_device_properties(device).multi_processor_count
     programs = batch * triton.cdiv(dims, max(fwd_d, bwd_d))
     dirs = tuning.cross_dirs or next((d for d in (4, 2) if programs * 4 // d >= target), 1)
     n_blocks = triton.cdiv(length, block_l)
-    chunks = tuning.chunks or (1 if dirs > 1 else min(n_blocks, triton.cdiv(target, programs * 4)))
+    chunks = min(n_blocks, tuning.chunks or 8)
     if chunks > 1:
         dirs = 1
     blocks_per_chunk = triton.cdiv(n_blocks, max(chunks, 1))
@@ -344,7 +361,8 @@ def _merge_slots(pb: _Problem, out: Tensor) -> Tensor:
     return out[0] if pb.slots == 1 else out.sum(0)
 
 
-def _problem(u: Tensor, A: Tensor, B: Tensor, cross: bool, height: int, width: int, softplus: bool) -> _Problem:
+def _problem(u: Tensor, A: Tensor, B: Tensor, cross: bool, height: int, width: int, softplus: bool,
+             block_l: int) -> _Problem:
     """The shapes of a plain scan (u: (B, K*D, L)) or a cross core (u: (B, L, D), four directions)."""
     state = A.shape[1]
     if cross:
@@ -356,7 +374,7 @@ def _problem(u: Tensor, A: Tensor, B: Tensor, cross: bool, height: int, width: i
         batch, channels, length = u.shape
         groups = B.shape[1]
         dim = channels // groups
-    launch = _launch_config(batch, state, length, dim, cross, u.device)
+    launch = _launch_config(batch, state, length, dim, cross, u.device, block_l)
     return _Problem(batch, groups, dim, state, length, height, width, cross, softplus, launch)
 
 
@@ -366,14 +384,14 @@ def _problem(u: Tensor, A: Tensor, B: Tensor, cross: bool, height: int, width: i
 
 @torch.library.custom_op("msvmunet::scan_fwd", mutates_args=())
 def scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor], bias: Optional[Tensor],
-             cross: bool, height: int, width: int, softplus: bool) -> tuple[Tensor, Tensor]:
-    """y (fp32) and the per-block carried states (for the backward)."""
-    return _forward(_problem(u, A, B, cross, height, width, softplus), u, delta, A, B, C, D, bias)
+             cross: bool, height: int, width: int, softplus: bool, block_l: int) -> tuple[Tensor, Tensor]:
+    """y (fp32) and the carried states at the start of every block of ``block_l`` steps (for the backward)."""
+    return _forward(_problem(u, A, B, cross, height, width, softplus, block_l), u, delta, A, B, C, D, bias)
 
 
 @scan_fwd.register_fake
-def _(u, delta, A, B, C, D, bias, cross, height, width, softplus):
-    pb = _problem(u, A, B, cross, height, width, softplus)
+def _(u, delta, A, B, C, D, bias, cross, height, width, softplus, block_l):
+    pb = _problem(u, A, B, cross, height, width, softplus, block_l)
     n_blocks = triton.cdiv(pb.length, pb.launch.block_l)
     y_shape = (pb.batch, pb.length, pb.group_dim) if cross else u.shape
     carry = u.new_empty((pb.batch, pb.groups, n_blocks, pb.state, pb.group_dim), dtype=torch.float32)
@@ -383,17 +401,17 @@ def _(u, delta, A, B, C, D, bias, cross, height, width, softplus):
 @torch.library.custom_op("msvmunet::scan_bwd", mutates_args=())
 def scan_bwd(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
              bias: Optional[Tensor], carry: Tensor, cross: bool, height: int, width: int,
-             softplus: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+             softplus: bool, block_l: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """du, ddelta, dA, dB, dC, dD, d_bias (fp32, except ddelta in delta's dtype and plain du in u's)."""
-    pb = _problem(u, A, B, cross, height, width, softplus)
+    pb = _problem(u, A, B, cross, height, width, softplus, block_l)
     du, ddelta, dB, dC, dA, dD, dbias = _backward(pb, dy, u, delta, A, B, C, D, bias, carry)
     return du, ddelta, dA, dB, dC, dD, dbias
 
 
 @scan_bwd.register_fake
-def _(dy, u, delta, A, B, C, D, bias, carry, cross, height, width, softplus):
+def _(dy, u, delta, A, B, C, D, bias, carry, cross, height, width, softplus, block_l):
     f32 = torch.float32
-    pb = _problem(u, A, B, cross, height, width, softplus)
+    pb = _problem(u, A, B, cross, height, width, softplus, block_l)
     stats = pb.groups * pb.group_dim
     state_shape = (pb.batch, pb.length, pb.groups, pb.state) if cross else (pb.batch, pb.groups, pb.state, pb.length)
     return (u.new_empty(u.shape, dtype=f32 if cross else u.dtype), delta.new_empty(delta.shape),
@@ -402,9 +420,9 @@ def _(dy, u, delta, A, B, C, D, bias, carry, cross, height, width, softplus):
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    u, delta, A, B, C, D, bias, cross, height, width, softplus = inputs
+    u, delta, A, B, C, D, bias, cross, height, width, softplus, block_l = inputs
     ctx.save_for_backward(u, delta, A, B, C, D, bias, output[1])
-    ctx.meta = (cross, height, width, softplus)
+    ctx.meta = (cross, height, width, softplus, block_l)
     ctx.has = (D is not None, bias is not None)
 
 
@@ -413,7 +431,7 @@ def _scan_backward(ctx, dy, _dcarry):
     du, ddelta, dA, dB, dC, dD, dbias = scan_bwd(dy, u, delta, A, B, C, D, bias, carry, *ctx.meta)
     return (du.to(u.dtype), ddelta, dA.to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
             dD.to(D.dtype) if ctx.has[0] else None, dbias.to(bias.dtype) if ctx.has[1] else None,
-            None, None, None, None)
+            None, None, None, None, None)
 
 
 scan_fwd.register_autograd(_scan_backward, setup_context=_setup_context)
@@ -439,7 +457,7 @@ def selective_scan_triton(
     """
     _check_device(u)
     y, _ = scan_fwd(u, delta, A.contiguous(), B, C, _contiguous(D), _contiguous(delta_bias), False, 1, 1,
-                    bool(delta_softplus))
+                    bool(delta_softplus), block_steps(A.shape[1], u.shape[2], False))
     return y
 
 
@@ -467,7 +485,7 @@ def ss2d_scan_triton(
         dts = dts.contiguous()
     A = -torch.exp(A_logs.float())
     y, _ = scan_fwd(flat, dts, A, Bs, Cs, Ds.contiguous(), dt_projs_bias.reshape(-1).contiguous(), True, height, width,
-                    True)
+                    True, block_steps(A.shape[1], height * width, True))
     return y.view(batch, height, width, dim)
 
 
