@@ -42,7 +42,6 @@ KERNELS = [
     ("_cross_bwd_chunk_kernel", dict(COMMON, BLOCK_D=32, BLOCK_L=4), 1),
     ("_cross_bwd_kernel", dict(COMMON, DIRS=1, BLOCK_D=32, BLOCK_L=4), 1),
     ("_cross_bwd_kernel", dict(COMMON, DIRS=2, BLOCK_D=32, BLOCK_L=8), 1),
-    ("_cross_bwd_kernel", dict(COMMON, DIRS=2, BLOCK_D=32, BLOCK_L=8), 1),
 ]
 
 
