@@ -1,4 +1,9 @@
-"""Shared test fixtures."""
+"""Shared test fixtures.
+
+Without CUDA the Triton kernels run in Triton's interpreter on CPU tensors. The interpreter is chosen
+when the kernels are decorated, so the variable is set here, before any test module imports them
+(the operator tests run them; others, such as the benchmark CLI's, import them).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -77,6 +77,13 @@ def set_scan_tuning(items: list[str]) -> None:
         key, _, value = item.partition("=")
         if key not in fields or not value:
             raise ConfigError(f"--scan-tuning {item!r}: expected FIELD=VALUE with FIELD one of {sorted(fields)}")
-        values[key] = value.lower() in ("1", "true", "yes") if "bool" in str(fields[key].type) else int(value)
+        if "bool" in str(fields[key].type):
+            if value.lower() not in ("0", "1", "true", "false", "yes", "no"):
+                raise ConfigError(f"--scan-tuning {item!r}: {key} takes 1 or 0")
+            values[key] = value.lower() in ("1", "true", "yes")
+        elif value.isdigit():
+            values[key] = int(value)
+        else:
+            raise ConfigError(f"--scan-tuning {item!r}: {key} takes a whole number")
     triton_scan.tuning = triton_scan.Tuning(**values)
     print(f"scan tuning: {triton_scan.tuning}")

@@ -1,7 +1,7 @@
 """The Triton backend against the float64 reference and the torch backend: outputs and all gradients.
 
 On a GPU the kernels run compiled, at small and realistic shapes; without one they run in Triton's
-interpreter (see conftest.py) at small shapes. Every buffer the kernels write starts as NaN.
+interpreter (see tests/conftest.py) at small shapes. Every buffer the kernels write starts as NaN.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 def nan_buffers(monkeypatch):
     """Every buffer the kernels write starts as NaN, so a value they forget shows up."""
     if not ON_GPU and not triton_scan._INTERPRET:
-        pytest.fail("the triton kernels were imported before TRITON_INTERPRET=1 was set; see tests/ops/conftest.py")
+        pytest.fail("the triton kernels were imported before TRITON_INTERPRET=1 was set; see tests/conftest.py")
     alloc = triton_scan._alloc
 
     def poisoned(shape, device, dtype=torch.float32):
