@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU checks and benchmarks in one go: writes logs and JSON into OUTDIR.
 #   bash benchmarks/gpu_suite.sh OUTDIR [steps...]
-# steps: env tests alltests gputests scan sweep core core_b1 model model_torch graph graph_train compile compile_graph
+# steps: env tests alltests gputests scan sweep core core_pt core_b1 model model_torch graph graph_train compile compile_graph
 #        compile_b1 compile_graph_tiled profile profile_compile profile_compile_tiled profile_infer augment
 #        stability recipe (default: env tests scan model profile augment)
 set -u
@@ -29,7 +29,8 @@ for step in $STEPS; do
     scan) run scan 300 python benchmarks/bench_scan.py --out "$OUTDIR/scan.json" ;;
     sweep) run sweep 300 python benchmarks/bench_scan.py --out "$OUTDIR/sweep.json" --sweep ;;
     core) run core 500 python benchmarks/sweep_core.py --out "$OUTDIR/core.json" ;;
-    core_b1) run core_b1 500 python benchmarks/sweep_core.py --batch 1 --out "$OUTDIR/core_b1.json" ;;
+    core_pt) run core_pt 500 python benchmarks/sweep_core.py --family per-thread --out "$OUTDIR/core_pt.json" ;;
+    core_b1) run core_b1 500 python benchmarks/sweep_core.py --batch 1 --family per-thread --out "$OUTDIR/core_b1.json" ;;
     recipe) run recipe 560 bash benchmarks/phantom_recipe.sh "$OUTDIR/recipe" --num-workers 8 ;;
     model) run model 300 python -m msvmunet benchmark --batch 32 1 --json "$OUTDIR/model.json" ;;
     model_torch) run model_torch 300 python -m msvmunet benchmark --batch 32 --backend torch --json "$OUTDIR/model_torch.json" ;;

@@ -69,13 +69,19 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--out", type=Path)
+    p.add_argument("--family", choices=("all", "per-thread", "tiled"), default="all",
+                   help="the one-channel-per-thread kernels, the tiled ones, or both (the defaults are always timed)")
     args = p.parse_args()
     device = torch.device("cuda")
     data = {s: core_inputs(args.batch, s[0], s[1], device) for s in SHAPES}
     configs = [{}, {"per_thread": False}]
-    for block_l, chunks in itertools.product((4, 8, 16), (1, 2, 4, 8, 16)):  # the one-channel-per-thread kernels
+    lanes = args.family in ("all", "per-thread")
+    for block_l, chunks in itertools.product((4, 8, 16) if lanes else (), (1, 2, 4, 8, 16)):
         configs.append(dict(block_l=block_l, chunks=chunks))
-    for warps, block_l, block_d in itertools.product((1, 2, 4), (16, 32, 64, 128), (8, 16, 32)):
+    for block_l, chunks, stages in itertools.product((4, 8) if lanes else (), (4, 8, 16), (2, 3)):  # pipelined
+        configs.append(dict(block_l=block_l, chunks=chunks, stages=stages))
+    tiled = args.family in ("all", "tiled")
+    for warps, block_l, block_d in itertools.product((1, 2, 4) if tiled else (), (16, 32, 64, 128), (8, 16, 32)):
         per_thread = block_l * block_d / (32 * warps)
         if 2 <= per_thread <= 32:
             configs.append(dict(per_thread=False, fwd_warps=warps, bwd_warps=warps, block_l=block_l,

@@ -37,11 +37,15 @@ KERNELS = [
     ("_bwd_kernel", dict(COMMON, N=1, CROSS=True, DIRS=2, BLOCK_D=8, BLOCK_N=1, BLOCK_L=128), 4),
     ("_fwd_kernel", dict(COMMON, N=2, CROSS=False, DIRS=1, PREFETCH=False, BLOCK_D=4, BLOCK_N=2, BLOCK_L=64), 4),
     ("_bwd_kernel", dict(COMMON, N=2, CROSS=False, DIRS=1, BLOCK_D=4, BLOCK_N=2, BLOCK_L=64), 4),
-    ("_cross_fwd_chunk_kernel", dict(COMMON, BLOCK_D=32, BLOCK_L=4), 1),
-    ("_cross_fwd_kernel", dict(COMMON, DIRS=1, BLOCK_D=32, BLOCK_L=4), 1),
-    ("_cross_bwd_chunk_kernel", dict(COMMON, BLOCK_D=32, BLOCK_L=4), 1),
-    ("_cross_bwd_kernel", dict(COMMON, DIRS=1, BLOCK_D=32, BLOCK_L=4), 1),
-    ("_cross_bwd_kernel", dict(COMMON, DIRS=2, BLOCK_D=32, BLOCK_L=8), 1),
+    ("_cross_fwd_chunk_kernel", dict(COMMON, STAGES=1, BLOCK_D=32, BLOCK_L=4), 1),
+    ("_cross_fwd_kernel", dict(COMMON, STAGES=1, DIRS=1, BLOCK_D=32, BLOCK_L=4), 1),
+    ("_cross_bwd_chunk_kernel", dict(COMMON, STAGES=1, BLOCK_D=32, BLOCK_L=4), 1),
+    ("_cross_bwd_kernel", dict(COMMON, STAGES=1, DIRS=1, BLOCK_D=32, BLOCK_L=4), 1),
+    ("_cross_bwd_kernel", dict(COMMON, STAGES=1, DIRS=2, BLOCK_D=32, BLOCK_L=8), 1),
+    ("_cross_fwd_chunk_kernel", dict(COMMON, STAGES=3, BLOCK_D=32, BLOCK_L=4), 1),
+    ("_cross_fwd_kernel", dict(COMMON, STAGES=3, DIRS=1, BLOCK_D=32, BLOCK_L=4), 1),
+    ("_cross_bwd_chunk_kernel", dict(COMMON, STAGES=3, BLOCK_D=32, BLOCK_L=4), 1),
+    ("_cross_bwd_kernel", dict(COMMON, STAGES=3, DIRS=1, BLOCK_D=32, BLOCK_L=4), 1),
 ]
 
 

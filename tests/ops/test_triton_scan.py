@@ -214,7 +214,7 @@ TILED = dict(per_thread=False)
 SPLITS = {"tiled-dirs=2": dict(TILED, cross_dirs=2), "tiled-dirs=1": dict(TILED, cross_dirs=1),
           "tiled-no-prefetch": dict(TILED, prefetch=False), "per-thread": {},
           "per-thread-one-chunk-dirs=2": dict(chunks=1, cross_dirs=2), "per-thread-chunks=3": dict(chunks=3),
-          "per-thread-block=8": dict(block_l=8, chunks=2)}
+          "per-thread-block=8": dict(block_l=8, chunks=2), "per-thread-stages=3": dict(stages=3)}
 
 
 @pytest.mark.parametrize("state", (1, 2), ids=("N=1", "N=2"))
@@ -222,7 +222,8 @@ SPLITS = {"tiled-dirs=2": dict(TILED, cross_dirs=2), "tiled-dirs=1": dict(TILED,
 def test_ss2d_launch_variants(tune, state, monkeypatch):
     # the tiled kernels: the 4 directions split over 2 or 4 programs per channel block (summed slots),
     # and the forward without prefetching; the one-channel-per-thread kernels (the default for N = 1;
-    # N = 2 stays tiled): one chunk with directions over 2 programs, fewer chunks, longer blocks
+    # N = 2 stays tiled): one chunk with directions over 2 programs, fewer chunks, longer blocks,
+    # pipelined block loops
     monkeypatch.setattr(triton_scan, "tuning", triton_scan.Tuning(**tune))
     check_ss2d(ss2d_inputs(height=5, width=4, dim=5, state=state))
 
@@ -266,7 +267,7 @@ def test_scan_wide_channels(state):
 
 
 GPU_TUNINGS = {"tiled": TILED, "per-thread": {}, "per-thread-one-chunk-dirs=2": dict(chunks=1, cross_dirs=2),
-               "per-thread-chunks=5-block=8": dict(chunks=5, block_l=8)}
+               "per-thread-chunks=5-block=8": dict(chunks=5, block_l=8), "per-thread-stages=3": dict(stages=3)}
 
 
 @gpu_only

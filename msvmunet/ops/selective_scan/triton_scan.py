@@ -49,7 +49,8 @@ class Tuning:
     the one-channel-per-thread kernels (``triton_ss2d_kernels``; the default, ``False`` runs the
     tiled ones); ``chunks``: those kernels split each sequence into this many chunks run in
     parallel (a first pass per chunk, then each chunk from the folded state of the ones before it;
-    one direction per program).
+    one direction per program); ``stages``: those kernels' block loops are software-pipelined over
+    this many stages (Triton's asynchronous copies of the next blocks' loads; 1: none).
 
     A compiled graph bakes in the shapes that depend on ``block_l``: it is an argument of the scan
     ops, so changing it recompiles. The other fields are read when the kernels are launched.
@@ -66,6 +67,7 @@ class Tuning:
     prefetch: bool | None = None
     per_thread: bool | None = None
     chunks: int | None = None
+    stages: int | None = None
 
 
 tuning = Tuning()
@@ -85,6 +87,7 @@ class _Launch:
     prefetch: bool
     per_thread: bool  # the cross core with N = 1: one channel per thread (``_cross_*_kernel``)
     chunks: int = 1   # per_thread: parallel chunks of each sequence
+    stages: int = 1   # per_thread: software-pipelining stages of the block loops
 
 
 def _per_thread(state: int, cross: bool) -> bool:
@@ -153,7 +156,8 @@ def _per_thread_config(batch: int, length: int, dims: int, block_l: int, device:
     blocks_per_chunk = triton.cdiv(n_blocks, max(chunks, 1))
     chunks = triton.cdiv(n_blocks, blocks_per_chunk)  # no empty chunk
     return _Launch(1, block_l, fwd_d, tuning.fwd_warps or 1, bwd_d, tuning.bwd_warps or 1,
-                   tuning.fwd_maxnreg or None, tuning.bwd_maxnreg or None, dirs, False, True, chunks)
+                   tuning.fwd_maxnreg or None, tuning.bwd_maxnreg or None, dirs, False, True, chunks,
+                   tuning.stages or 1)
 
 
 def _alloc(shape, device: torch.device, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -258,14 +262,15 @@ def _forward(pb: _Problem, u, delta, A, B, C, D, bias) -> tuple[Tensor, Tensor]:
                 u, delta, A, B, bias if bias is not None else A, decay, end,
                 pb.group_dim, pb.length, pb.height, pb.width, per_chunk, lc.chunks, *strides,
                 SOFTPLUS=pb.softplus, HAS_BIAS=bias is not None, BLOCK_D=lc.fwd_block_d, BLOCK_L=lc.block_l,
-                num_warps=lc.fwd_warps,
+                STAGES=lc.stages, num_warps=lc.fwd_warps,
             )
         _cross_fwd_kernel[grid](
             u, delta, A, B, C, D if D is not None else A, bias if bias is not None else A, y, carry, decay, end,
             pb.group_dim, pb.length, pb.height, pb.width, per_chunk, lc.chunks,
             *strides, *_cross_dir_strides(C)[:3], slot_stride, *y.stride()[1:],
             DIRS=lc.dirs, SOFTPLUS=pb.softplus, HAS_D=D is not None, HAS_BIAS=bias is not None,
-            BLOCK_D=lc.fwd_block_d, BLOCK_L=lc.block_l, num_warps=lc.fwd_warps, **_maxnreg(lc.fwd_maxnreg),
+            BLOCK_D=lc.fwd_block_d, BLOCK_L=lc.block_l, STAGES=lc.stages, num_warps=lc.fwd_warps,
+            **_maxnreg(lc.fwd_maxnreg),
         )
         return _merge_slots(pb, y), carry
     _fwd_kernel[pb.grid(lc.fwd_block_d)](
@@ -309,7 +314,7 @@ def _backward(pb: _Problem, dy, u, delta, A, B, C, D, bias, carry):
                 pb.group_dim, pb.length, pb.height, pb.width, per_chunk, lc.chunks,
                 *_cross_dir_strides(delta), *_cross_dir_strides(C)[:3], *dy_strides,
                 SOFTPLUS=pb.softplus, HAS_BIAS=bias is not None, BLOCK_D=lc.bwd_block_d, BLOCK_L=lc.block_l,
-                num_warps=lc.bwd_warps,
+                STAGES=lc.stages, num_warps=lc.bwd_warps,
             )
         _cross_bwd_kernel[grid](
             u, delta, A, B, C, D if D is not None else A, bias if bias is not None else A, carry, dy,
@@ -318,7 +323,8 @@ def _backward(pb: _Problem, dy, u, delta, A, B, C, D, bias, carry):
             u.stride(0), u.stride(1), u.stride(2), *dir_strides, *dy_strides, slot_stride, *du.stride()[1:],
             *_cross_dir_strides(ddelta), dB.stride(0), dB.stride(1), dB.stride(2), dB.stride(3),
             DIRS=lc.dirs, SOFTPLUS=pb.softplus, HAS_D=D is not None, HAS_BIAS=bias is not None,
-            BLOCK_D=lc.bwd_block_d, BLOCK_L=lc.block_l, num_warps=lc.bwd_warps, **_maxnreg(lc.bwd_maxnreg),
+            BLOCK_D=lc.bwd_block_d, BLOCK_L=lc.block_l, STAGES=lc.stages, num_warps=lc.bwd_warps,
+            **_maxnreg(lc.bwd_maxnreg),
         )
         return _finish_backward(pb, du, ddelta, dB, dC, dA, dD, dbias, n_dblocks)
     _bwd_kernel[pb.grid(lc.bwd_block_d)](

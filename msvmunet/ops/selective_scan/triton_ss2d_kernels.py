@@ -2,7 +2,8 @@
 
 The default for N = 1 (``Tuning(per_thread=False)`` runs the tiled kernels of ``triton_kernels``
 instead). Same conventions as there: a channel-last map (B, L = H*W, D) read in the four scan
-orders, the states at every block's start kept in ``carry`` for the backward.
+orders, the states at every block's start kept in ``carry`` for the backward. ``STAGES`` > 1 lets
+Triton pipeline the loads of the block loops (asynchronous copies of the next blocks' tiles).
 
 Tiles are (BLOCK_L steps, BLOCK_D channels) with BLOCK_D = 32 channels on the 32 lanes of one warp
 and all BLOCK_L steps of a channel in its thread's registers: the channel strides are not
@@ -73,6 +74,7 @@ def _cross_fwd_chunk_kernel(
     sdt_b, sdt_l, sdt_k, sdt_d,
     sb_b, sb_l, sb_k,
     SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
+    STAGES: tl.constexpr,
 ):
     """First pass of a chunked forward: per chunk of steps (program axis 2), the product of its decays
     and its end state from a zero start, (B, 4, n_chunks, D) each. Direction k = program 1 % 4."""
@@ -82,7 +84,8 @@ def _cross_fwd_chunk_kernel(
     h = tl.zeros([BLOCK_D], dtype=tl.float32)
     decay = tl.full([BLOCK_D], 1.0, dtype=tl.float32)
     first = chunk * blocks_per_chunk
-    for i in range(first, tl.minimum(first + blocks_per_chunk, tl.cdiv(length, BLOCK_L))):
+    last = tl.minimum(first + blocks_per_chunk, tl.cdiv(length, BLOCK_L))
+    for i in tl.range(first, last, num_stages=STAGES):
         p, mask = _cross_tile(i * BLOCK_L + offs_l, k, length, height, width, offs_d, dim)
         tiles = _cross_load(u_ptr, dt_ptr, b_ptr, b_ptr, batch, k, p, offs_d, mask, bias, A,
                             su_b, su_l, su_d, sdt_b, sdt_l, sdt_k, sdt_d, sb_b, sb_l, sb_k, sb_b, sb_l, sb_k, SOFTPLUS)
@@ -105,7 +108,7 @@ def _cross_fwd_kernel(
     sc_b, sc_l, sc_k,
     sy_slot, sy_b, sy_l, sy_d,
     DIRS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, STAGES: tl.constexpr,
 ):
     """y (summed over this program's DIRS directions into its slot) and the block checkpoints
     carry (B, 4, n_blocks, 1, D). Chunked (n_chunks > 1, DIRS = 1): program axis 2 is the chunk; its
@@ -122,7 +125,7 @@ def _cross_fwd_kernel(
             h = tl.load(chunks + c * dim, mask=mask_d, other=1.0) * h + tl.load(
                 end_ptr + ((batch * 4 + k) * n_chunks + c) * dim + offs_d, mask=mask_d, other=0.0)
         first = chunk * blocks_per_chunk
-        for i in range(first, tl.minimum(first + blocks_per_chunk, n_blocks)):
+        for i in tl.range(first, tl.minimum(first + blocks_per_chunk, n_blocks), num_stages=STAGES):
             tl.store(carry + i * dim, h, mask=mask_d)
             p, mask = _cross_tile(i * BLOCK_L + offs_l, k, length, height, width, offs_d, dim)
             u, _, _, _, cv, a, x = _cross_load(u_ptr, dt_ptr, b_ptr, c_ptr, batch, k, p, offs_d, mask, bias, A,
@@ -158,6 +161,7 @@ def _cross_bwd_chunk_kernel(
     sc_b, sc_l, sc_k,
     sdy_b, sdy_l, sdy_d,
     SOFTPLUS: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
+    STAGES: tl.constexpr,
 ):
     """First pass of a chunked backward: per chunk, the product of the a_{t+1} over its steps and g at
     its first step from a zero g after it, (B, 4, n_chunks, D) each."""
@@ -167,7 +171,7 @@ def _cross_bwd_chunk_kernel(
     g = tl.zeros([BLOCK_D], dtype=tl.float32)
     decay = tl.full([BLOCK_D], 1.0, dtype=tl.float32)
     last = tl.minimum((chunk + 1) * blocks_per_chunk, tl.cdiv(length, BLOCK_L)) - 1
-    for j in range(0, last + 1 - chunk * blocks_per_chunk):
+    for j in tl.range(0, last + 1 - chunk * blocks_per_chunk, num_stages=STAGES):
         t = (last - j) * BLOCK_L + offs_l
         p, mask = _cross_tile(t, k, length, height, width, offs_d, dim)
         a_next = _cross_next_decay(dt_ptr, batch, k, t, length, height, width, offs_d, dim, bias, A,
@@ -198,7 +202,7 @@ def _cross_bwd_kernel(
     sddt_b, sddt_l, sddt_k, sddt_d,
     sp_blk, sp_b, sp_l, sp_k,
     DIRS: tl.constexpr, SOFTPLUS: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_L: tl.constexpr, STAGES: tl.constexpr,
 ):
     """Gradients, blocks from the last to the first; the same formulas as ``_bwd_kernel`` (N = 1).
 
@@ -222,7 +226,7 @@ def _cross_bwd_kernel(
         dA_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
         dskip_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
         dbias_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
-        for j in range(0, last + 1 - chunk * blocks_per_chunk):
+        for j in tl.range(0, last + 1 - chunk * blocks_per_chunk, num_stages=STAGES):
             i = last - j
             t = i * BLOCK_L + offs_l
             p, mask = _cross_tile(t, k, length, height, width, offs_d, dim)
