@@ -1,9 +1,10 @@
 """Launch configurations of the fused SS2D core, timed at the four stage shapes of tiny_0230s.
 
-    python benchmarks/sweep_core.py [--out sweep.json] [--batch 32]     # on a CUDA GPU
+    python benchmarks/sweep_core.py [--out sweep.json] [--batch 32] [--family all|per-thread|tiled]   # on a GPU
 
-For every configuration (``triton_scan.Tuning``: warps, steps per block, channels per program,
-directions per program) the forward and backward kernels are timed on the inputs the model gives
+For every configuration (``triton_scan.Tuning``: the one-channel-per-thread kernels' steps per block,
+chunks, pipelining stages and bf16 output slots; the tiled kernels' warps, steps per block, channels
+per program, directions per program) the forward and backward kernels are timed on the inputs the model gives
 them at batch 32, 224^2, bf16 autocast: (H, D) = (56, 96), (28, 192), (14, 384), (7, 768). The
 table lists ms per call and the per-step total weighted by the number of SS2D layers at each shape.
 Times are CUDA-event intervals around one eager call of the custom op, so at the small shapes they
@@ -80,6 +81,8 @@ def main() -> None:
         configs.append(dict(block_l=block_l, chunks=chunks))
     for block_l, chunks, stages in itertools.product((4, 8) if lanes else (), (4, 8, 16), (2, 3)):  # pipelined
         configs.append(dict(block_l=block_l, chunks=chunks, stages=stages))
+    for stages in (1, 2, 3) if lanes else ():  # bf16 output slots (y, du), the default launch otherwise
+        configs.append(dict(narrow_slots=True, stages=stages))
     tiled = args.family in ("all", "tiled")
     for warps, block_l, block_d in itertools.product((1, 2, 4) if tiled else (), (16, 32, 64, 128), (8, 16, 32)):
         per_thread = block_l * block_d / (32 * warps)

@@ -252,6 +252,29 @@ def test_ss2d_autocast():
         assert_close(f"d{name}", grad, ref_grad, 2e-2)
 
 
+@pytest.mark.parametrize("tune", [{}, dict(per_thread=False, cross_dirs=1)], ids=["per-thread", "tiled-dirs=1"])
+def test_ss2d_narrow_slots(tune, monkeypatch):
+    # Tuning(narrow_slots=True) under autocast: each direction's y and du kept in bf16, summed in fp32:
+    # within bf16 rounding of the torch backend, and not the fp32-slot result (the option is in effect)
+    inputs = ss2d_inputs(height=5, width=6, dim=6, state=1)
+    inputs["x"] = inputs["x"].detach().bfloat16().requires_grad_()  # the activation arrives in bf16, as in the model
+    args = list(inputs.values())
+    runs = {}
+    for narrow in (False, True):
+        monkeypatch.setattr(triton_scan, "tuning", triton_scan.Tuning(narrow_slots=narrow, **tune))
+        with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
+            y = ss2d_scan(*args, backend="triton")
+        runs[narrow] = (y, torch.autograd.grad(y, args, torch.ones_like(y)))
+    with torch.autocast(DEVICE.type, dtype=torch.bfloat16):
+        ref = ss2d_scan(*args, backend="torch")
+    ref_grads = torch.autograd.grad(ref, args, torch.ones_like(ref))
+    y, grads = runs[True]
+    assert y.dtype == torch.float32 and not torch.equal(y, runs[False][0])
+    assert_close("y", y, ref, 1e-2)
+    for name, grad, ref_grad in zip(inputs, grads, ref_grads):
+        assert_close(f"d{name}", grad, ref_grad, 2e-2)
+
+
 @gpu_only
 @pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
 def test_scan_realistic_shape(dtype):
@@ -268,6 +291,7 @@ def test_scan_wide_channels(state):
 
 GPU_TUNINGS = {"tiled": TILED, "per-thread": {}, "per-thread-one-chunk-dirs=2": dict(chunks=1, cross_dirs=2),
                "per-thread-chunks=5-block=8": dict(chunks=5, block_l=8), "per-thread-stages=3": dict(stages=3)}
+# (narrow_slots changes the numerics: tested against the torch backend at bf16 tolerances in test_ss2d_narrow_slots)
 
 
 @gpu_only

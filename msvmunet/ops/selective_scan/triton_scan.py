@@ -51,6 +51,9 @@ class Tuning:
     parallel (a first pass per chunk, then each chunk from the folded state of the ones before it;
     one direction per program); ``stages``: those kernels' block loops are software-pipelined over
     this many stages (Triton's asynchronous copies of the next blocks' loads; 1: none).
+    ``narrow_slots``: when the SS2D core sums several output slots (y, and du in the backward),
+    they are kept in the input's dtype when that is 16-bit (as the official code keeps each
+    direction's output), then summed in fp32: half the slot traffic, a rounding per direction.
 
     A compiled graph bakes in the shapes that depend on ``block_l``: it is an argument of the scan
     ops, so changing it recompiles. The other fields are read when the kernels are launched.
@@ -68,6 +71,7 @@ class Tuning:
     per_thread: bool | None = None
     chunks: int | None = None
     stages: int | None = None
+    narrow_slots: bool | None = None
 
 
 tuning = Tuning()
@@ -216,10 +220,14 @@ class _Problem:
     def grid(self, block_d: int) -> tuple[int, int]:
         return triton.cdiv(self.group_dim, block_d), self.batch * (self.slots if self.cross else self.groups)
 
-    def output(self, device: torch.device) -> tuple[Tensor, int]:
-        """A buffer for y or du of the cross core (slots, B, L, D), or y (B, K*D, L), and its slot stride."""
+    def output(self, like: Tensor) -> tuple[Tensor, int]:
+        """A buffer for y or du of the cross core (slots, B, L, D), or y (B, K*D, L), and its slot stride.
+        Slots are fp32, or ``like``'s dtype with ``Tuning(narrow_slots=True)`` (see there)."""
+        device = like.device
         if self.cross:
-            buf = _alloc((self.slots, self.batch, self.length, self.group_dim), device)
+            narrow = tuning.narrow_slots and self.slots > 1 and like.dtype in (torch.bfloat16, torch.float16)
+            buf = _alloc((self.slots, self.batch, self.length, self.group_dim), device,
+                         like.dtype if narrow else torch.float32)
             return buf, buf.stride(0)
         return _alloc((self.batch, self.groups * self.group_dim, self.length), device), 0
 
@@ -250,7 +258,7 @@ def _forward(pb: _Problem, u, delta, A, B, C, D, bias) -> tuple[Tensor, Tensor]:
     lc = pb.launch
     device = u.device
     n_blocks = triton.cdiv(pb.length, lc.block_l)
-    y, slot_stride = pb.output(device)
+    y, slot_stride = pb.output(u)
     carry = _alloc((pb.batch, pb.groups, n_blocks, pb.state, pb.group_dim), device)
     if lc.per_thread:
         per_chunk = triton.cdiv(n_blocks, lc.chunks)
@@ -291,7 +299,7 @@ def _backward(pb: _Problem, dy, u, delta, A, B, C, D, bias, carry):
     device = u.device
     n_dblocks = triton.cdiv(pb.group_dim, lc.bwd_block_d)
     # du: the cross core sums the directions into fp32 slots; ddelta goes out as is
-    du, slot_stride = pb.output(device) if pb.cross else (_alloc(u.shape, device, u.dtype), 0)
+    du, slot_stride = pb.output(u) if pb.cross else (_alloc(u.shape, device, u.dtype), 0)
     ddelta = _alloc(delta.shape, device, delta.dtype)
     dB, part_strides = pb.partial(n_dblocks, device)
     dC, _ = pb.partial(n_dblocks, device)
@@ -364,7 +372,7 @@ def _merge_slots(pb: _Problem, out: Tensor) -> Tensor:
     """The sum of the cross core's output slots (a fixed order: deterministic)."""
     if not pb.cross:
         return out
-    return out[0] if pb.slots == 1 else out.sum(0)
+    return out[0] if pb.slots == 1 else out.sum(0, dtype=torch.float32)
 
 
 def _problem(u: Tensor, A: Tensor, B: Tensor, cross: bool, height: int, width: int, softplus: bool,
