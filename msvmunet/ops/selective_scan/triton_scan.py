@@ -150,15 +150,15 @@ def _per_thread_config(batch: int, length: int, dims: int, block_l: int, device:
     With one chunk, the four directions are split over more programs until there are ~8 warps per SM."""
     block_d = min(dims, 4 if _INTERPRET else 32)
     fwd_d, bwd_d = tuning.fwd_block_d or block_d, tuning.bwd_block_d or block_d
-    target = 1 if _INTERPRET else 8 * torch.cuda.get_device_properties(device).multi_processor_count
-    programs = batch * triton.cdiv(dims, max(fwd_d, bwd_d))
-    dirs = tuning.cross_dirs or next((d for d in (4, 2) if programs * 4 // d >= target), 1)
     n_blocks = triton.cdiv(length, block_l)
     chunks = min(n_blocks, tuning.chunks or 8)
     if chunks > 1:
         dirs = 1
-    blocks_per_chunk = triton.cdiv(n_blocks, max(chunks, 1))
-    chunks = triton.cdiv(n_blocks, blocks_per_chunk)  # no empty chunk
+        chunks = triton.cdiv(n_blocks, triton.cdiv(n_blocks, chunks))  # no empty chunk
+    else:
+        target = 1 if _INTERPRET else 8 * torch.cuda.get_device_properties(device).multi_processor_count
+        programs = batch * triton.cdiv(dims, max(fwd_d, bwd_d))
+        dirs = tuning.cross_dirs or next((d for d in (4, 2) if programs * 4 // d >= target), 1)
     return _Launch(1, block_l, fwd_d, tuning.fwd_warps or 1, bwd_d, tuning.bwd_warps or 1,
                    tuning.fwd_maxnreg or None, tuning.bwd_maxnreg or None, dirs, False, True, chunks,
                    tuning.stages or 1)

@@ -66,6 +66,18 @@ def _program(dim, DIRS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_L: tl.constex
             tl.arange(0, BLOCK_L))
 
 
+@triton.jit
+def _fold_chunks(decay_ptr, end_ptr, at, dim, mask_d, lo, hi, REVERSE: tl.constexpr, BLOCK_D: tl.constexpr):
+    """The state entering a chunk: the first passes' (decay, end) of chunks lo .. hi - 1 folded from a
+    zero state, s = decay_c * s + end_c, in step order (REVERSE: from chunk hi - 1 down, for the backward)."""
+    s = tl.zeros([BLOCK_D], dtype=tl.float32)
+    for j in range(0, hi - lo):
+        c = hi - 1 - j if REVERSE else lo + j
+        s = tl.load(decay_ptr + at + c * dim, mask=mask_d, other=1.0) * s + tl.load(end_ptr + at + c * dim,
+                                                                                   mask=mask_d, other=0.0)
+    return s
+
+
 @triton.jit(do_not_specialize=["su_d", "sdt_d"])
 def _cross_fwd_chunk_kernel(
     u_ptr, dt_ptr, A_ptr, b_ptr, bias_ptr, decay_ptr, end_ptr,
@@ -119,11 +131,8 @@ def _cross_fwd_kernel(
         A, dskip, bias = _load_params(A_ptr, dskip_ptr, bias_ptr, k, dim, offs_d, mask_d, offs_d, 0, mask_d,
                                       1, HAS_D, HAS_BIAS)
         carry = carry_ptr + ((batch * 4 + k) * n_blocks) * dim + offs_d
-        h = tl.zeros([BLOCK_D], dtype=tl.float32)
-        chunks = decay_ptr + ((batch * 4 + k) * n_chunks) * dim + offs_d
-        for c in range(0, chunk):
-            h = tl.load(chunks + c * dim, mask=mask_d, other=1.0) * h + tl.load(
-                end_ptr + ((batch * 4 + k) * n_chunks + c) * dim + offs_d, mask=mask_d, other=0.0)
+        h = _fold_chunks(decay_ptr, end_ptr, ((batch * 4 + k) * n_chunks) * dim + offs_d, dim, mask_d, 0, chunk,
+                         False, BLOCK_D)
         first = chunk * blocks_per_chunk
         for i in tl.range(first, tl.minimum(first + blocks_per_chunk, n_blocks), num_stages=STAGES):
             tl.store(carry + i * dim, h, mask=mask_d)
@@ -217,12 +226,9 @@ def _cross_bwd_kernel(
         A, dskip, bias = _load_params(A_ptr, dskip_ptr, bias_ptr, k, dim, offs_d, mask_d, offs_d, 0, mask_d,
                                       1, HAS_D, HAS_BIAS)
         carry = carry_ptr + ((batch * 4 + k) * n_blocks) * dim + offs_d
-        g = tl.zeros([BLOCK_D], dtype=tl.float32)  # g at the first step of the next block
-        chunks = ((batch * 4 + k) * n_chunks) * dim + offs_d
-        for j in range(0, n_chunks - 1 - chunk):
-            c = n_chunks - 1 - j
-            g = tl.load(decay_ptr + chunks + c * dim, mask=mask_d, other=1.0) * g + tl.load(
-                end_ptr + chunks + c * dim, mask=mask_d, other=0.0)
+        # g at the first step of the next block
+        g = _fold_chunks(decay_ptr, end_ptr, ((batch * 4 + k) * n_chunks) * dim + offs_d, dim, mask_d, chunk + 1,
+                         n_chunks, True, BLOCK_D)
         dA_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
         dskip_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
         dbias_acc = tl.zeros([BLOCK_D], dtype=tl.float32)
