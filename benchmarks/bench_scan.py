@@ -187,10 +187,10 @@ def main() -> int:
         "ss2d_shape": ss2d_shape,
         "launch": {
             "scan": asdict(triton_scan._launch_config(scan_shape["batch"], scan_shape["state"], scan_shape["length"],
-                                                      scan_shape["group_dim"], False, device)),
+                                                      scan_shape["group_dim"], False)),
             "ss2d": asdict(triton_scan._launch_config(ss2d_shape["batch"], ss2d_shape["state"],
                                                       ss2d_shape["height"] * ss2d_shape["width"], ss2d_shape["dim"],
-                                                      True, device)),
+                                                      True)),
         },
         "errors": {},
         "ms": {},

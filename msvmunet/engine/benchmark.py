@@ -85,7 +85,8 @@ def benchmark(
     """Time a training step (forward, DiceCE loss, backward, AdamW) and/or inference.
 
     ``cuda_graph``: capture the whole step (training: forward, loss, backward and the fused AdamW
-    step) in a CUDA graph and time its replays; ``compile``: ``torch.compile(model, mode=compile_mode)``.
+    step) in a CUDA graph and time its replays; ``compile``: ``torch.compile(model, mode=compile_mode)``,
+    and the loss compiled the same way (as the trainer does with ``compile``).
     """
     dev = torch.device(device)
     torch.manual_seed(seed)
@@ -100,7 +101,7 @@ def benchmark(
     if "train" in modes:
         model.train()
         net = torch.compile(model, mode=compile_mode) if compile else model
-        criterion = DiceCELoss()
+        criterion = torch.compile(DiceCELoss(), mode=compile_mode) if compile else DiceCELoss()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-3, fused=dev.type == "cuda",
                                 capturable=graphed)
 
@@ -114,7 +115,7 @@ def benchmark(
             opt.step()
 
         _reset(dev)
-        ms = time_ms(_graphed(step, dev, before_capture=lambda: opt.zero_grad(set_to_none=True)) if graphed else step,
+        ms = time_ms(capture_graph(step, dev, before_capture=lambda: opt.zero_grad(set_to_none=True)) if graphed else step,
                     dev, warmup, repeats)
         results.append(BenchResult("train" + suffix, batch, ms, batch / ms * 1e3, _peak(dev)))
         del opt
@@ -127,13 +128,13 @@ def benchmark(
                 return net(x)
 
         _reset(dev)
-        ms = time_ms(_graphed(forward, dev) if graphed else forward, dev, warmup, repeats)
+        ms = time_ms(capture_graph(forward, dev) if graphed else forward, dev, warmup, repeats)
         results.append(BenchResult("infer" + suffix, batch, ms, batch / ms * 1e3, _peak(dev)))
     return results
 
 
-def _graphed(fn: Callable[[], Any], device: torch.device, before_capture: Callable[[], Any] | None = None
-             ) -> Callable[[], Any]:
+def capture_graph(fn: Callable[[], Any], device: torch.device, before_capture: Callable[[], Any] | None = None
+                  ) -> Callable[[], Any]:
     """Capture ``fn`` (static input buffers) in a CUDA graph; calling replays it."""
     stream = torch.cuda.Stream(device)
     stream.wait_stream(torch.cuda.current_stream(device))

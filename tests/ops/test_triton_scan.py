@@ -22,7 +22,7 @@ DEVICE = torch.device("cuda" if ON_GPU else "cpu")
 gpu_only = pytest.mark.skipif(not ON_GPU, reason="needs a CUDA device")
 
 # The default block length here (16 in the interpreter, 256 compiled): "3 blocks" is 2 blocks and a bit.
-BLOCK_L = triton_scan._launch_config(1, 1, 1 << 20, 64, False, DEVICE).block_l
+BLOCK_L = triton_scan._launch_config(1, 1, 1 << 20, 64, False).block_l
 LENGTHS = {"L=1": 1, "L=7": 7, "L=63": 63, "L=3blocks": 2 * BLOCK_L + 5}
 # norm-relative error allowed for an output or gradient of this dtype (fp32 state and accumulation
 # throughout: the low-precision cases only round the returned gradients)
@@ -311,46 +311,60 @@ def test_ss2d_per_thread_narrow_channels(monkeypatch):
 
 @pytest.mark.parametrize("cross", [False, True], ids=["plain", "cross"])
 def test_custom_ops_are_consistent_for_compile(cross):
-    """The scan is a torch.library op pair: schema, fake (meta) shapes and autograd registration hold."""
+    """The scan is a torch.library op pair: schema and fake (meta) shapes of both ops hold."""
     batch, dim, state = 2, 3, 2
-    A = (-torch.rand(4 * dim, state, device=DEVICE)).requires_grad_()
-    D = torch.randn(4 * dim, device=DEVICE, requires_grad=True)
-    bias = torch.randn(4 * dim, device=DEVICE, requires_grad=True)
+    A = -torch.rand(4 * dim, state, device=DEVICE)
+    D = torch.randn(4 * dim, device=DEVICE)
+    bias = torch.randn(4 * dim, device=DEVICE)
     if cross:
         height, width, length = 3, 5, 15
-        u = torch.randn(batch, length, dim, device=DEVICE, requires_grad=True)
-        delta = torch.randn(batch, length, 4, dim, device=DEVICE, requires_grad=True)
-        B, C = (torch.randn(batch, length, 4, state, device=DEVICE, requires_grad=True) for _ in range(2))
+        u = torch.randn(batch, length, dim, device=DEVICE)
+        delta = torch.randn(batch, length, 4, dim, device=DEVICE)
+        B, C = (torch.randn(batch, length, 4, state, device=DEVICE) for _ in range(2))
     else:
         height, width, length = 1, 1, 9
-        u, delta = (torch.randn(batch, 4 * dim, length, device=DEVICE, requires_grad=True) for _ in range(2))
-        B, C = (torch.randn(batch, 4, state, length, device=DEVICE, requires_grad=True) for _ in range(2))
-    args = (u, delta, A, B, C, D, bias, cross, height, width, True, triton_scan.block_steps(state, length, cross))
-    result = torch.library.opcheck(triton_scan.scan_fwd, args)
+        u, delta = (torch.randn(batch, 4 * dim, length, device=DEVICE) for _ in range(2))
+        B, C = (torch.randn(batch, 4, state, length, device=DEVICE) for _ in range(2))
+    meta = (cross, height, width, True, triton_scan.launch_plan(batch, state, length, dim, cross))
+    result = torch.library.opcheck(triton_scan.scan_fwd, (u, delta, A, B, C, D, bias, *meta))
+    assert all(v == "SUCCESS" for v in result.values()), result
+    y, carry = triton_scan.scan_fwd(u, delta, A, B, C, D, bias, *meta)
+    dy = torch.randn(y.shape[1:] if cross else y.shape, device=DEVICE)
+    result = torch.library.opcheck(triton_scan.scan_bwd, (dy, u, delta, A, B, C, D, bias, carry, *meta))
     assert all(v == "SUCCESS" for v in result.values()), result
 
 
-def test_block_length_is_an_argument_of_the_ops(monkeypatch):
-    """A compiled graph keeps the shapes the fake kernels gave it (the carried states' block count): they
-    must follow the ops' block_l argument, which the graph records, never the tuning at the time of the call
-    (a graph compiled, or cached, under another tuning would then hand the kernels wrong buffers)."""
+@pytest.mark.parametrize("tune", [{"block_l": 16}, {"chunks": 1, "cross_dirs": 2}, {"per_thread": False}],
+                         ids=["block_l", "slots", "tiled"])
+def test_the_plan_is_an_argument_of_the_ops(tune, monkeypatch):
+    """A compiled graph keeps the shapes the fake kernels gave it (the carried states' block count, the
+    output slots, the partial sums): they must follow the ops' plan argument, which the graph records,
+    never the tuning at the time of the call (a graph compiled, or cached, under another tuning would
+    then hand the kernels wrong buffers)."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     torch.manual_seed(5)
     inputs = ss2d_inputs(height=5, width=4, dim=6)
     expected = ss2d_scan_torch(*inputs.values())
+    plan = triton_scan.launch_plan(2, 1, 20, 6, True)  # traced under the default tuning
     with torch.no_grad():
         flat, dts, Bs, Cs = ss2d_projections(inputs["x"], inputs["x_proj_weight"], inputs["dt_projs_weight"])
         A = -torch.exp(inputs["A_logs"])
-        args = (flat, dts.contiguous(), A, Bs, Cs, inputs["Ds"], inputs["dt_projs_bias"].reshape(-1), True, 5, 4, True)
-        monkeypatch.setattr(triton_scan, "tuning", triton_scan.Tuning(block_l=16))
-        y, carry = triton_scan.scan_fwd(*args, 4)
-        assert carry.shape[2] == 5  # 20 steps in blocks of 4, not of 16
-        assert_close("y", y.view(expected.shape), expected, 1e-5)
+        args = (flat, dts.contiguous(), A, Bs, Cs, inputs["Ds"], inputs["dt_projs_bias"].reshape(-1), True, 5, 4, True,
+                plan)
+        monkeypatch.setattr(triton_scan, "tuning", triton_scan.Tuning(**tune))
+        assert triton_scan.launch_plan(2, 1, 20, 6, True) != plan
+        y, carry = triton_scan.scan_fwd(*args)
+        assert carry.shape[2] == 5  # 20 steps in blocks of 4, whatever the tuning says now
+        assert_close("y", y.sum(0).view(expected.shape), expected, 1e-5)
+        grads = triton_scan.scan_bwd(torch.randn_like(flat), *args[:7], carry, *args[7:])
         with FakeTensorMode(allow_non_fake_inputs=True) as mode:
-            fake_y, fake_carry = triton_scan.scan_fwd(*(mode.from_tensor(a) if isinstance(a, torch.Tensor) else a
-                                                        for a in args), 4)
-        assert fake_carry.shape == carry.shape and fake_y.shape == y.shape
+            fake = lambda a: mode.from_tensor(a) if isinstance(a, torch.Tensor) else a  # noqa: E731
+            fake_y, fake_carry = triton_scan.scan_fwd(*map(fake, args))
+            fake_grads = triton_scan.scan_bwd(fake(torch.randn_like(flat)), *map(fake, args[:7]), fake(carry),
+                                              *args[7:])
+        assert fake_carry.shape == carry.shape and fake_y.shape == y.shape and fake_y.dtype == y.dtype
+        assert [(g.shape, g.dtype) for g in fake_grads] == [(g.shape, g.dtype) for g in grads]
 
 
 def test_ss2d_under_torch_compile():

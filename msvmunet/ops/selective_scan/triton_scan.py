@@ -10,9 +10,17 @@ states inside a block from its checkpoint and runs the adjoint scan backwards. S
 instead would cost another (B, K*D, L) write and read per N, as much traffic as u itself.
 
 Reductions: nothing is summed with atomics. dB, dC (over channels) and dA, dD, d_bias (over batch
-and time) leave the kernel as per-program partial sums that torch adds up; the SS2D core sums its
-directions inside a program (``cross_dirs`` of them, in a fixed order) and torch adds the
-``4 / cross_dirs`` slots. Results are bitwise reproducible.
+and time) leave the kernel as per-program partial sums; the SS2D core sums its directions inside a
+program (``cross_dirs`` of them, in a fixed order) into one of ``4 / cross_dirs`` output slots. The
+custom ops return the partial sums and the slots as they are, and the autograd Function around them
+adds them up in a fixed order, in traced Python: under ``torch.compile`` those sums fuse into the
+neighbouring kernels (the slots' sum into the LayerNorm that reads y). Results are bitwise
+reproducible.
+
+Launch plan: the tile sizes, directions per program, chunks etc. (``_Launch``) are worked out in
+Python from the shapes and ``tuning`` (no device query) and handed to the ops as a list of ints.
+Output shapes depend on them (slots, partial sums), so a compiled graph records them with its
+shapes and never meets kernels launched under another tuning.
 
 On a machine without CUDA the kernels run only in Triton's interpreter (``TRITON_INTERPRET=1``,
 set before this module is imported), on CPU tensors.
@@ -55,8 +63,9 @@ class Tuning:
     they are kept in the input's dtype when that is 16-bit (as the official code keeps each
     direction's output), then summed in fp32: half the slot traffic, a rounding per direction.
 
-    A compiled graph bakes in the shapes that depend on ``block_l``: it is an argument of the scan
-    ops, so changing it recompiles. The other fields are read when the kernels are launched.
+    The fields are read when a scan is set up (in Python that torch.compile traces, guarding on
+    them) and reach the kernels through the ops' ``plan`` argument: a compiled graph keeps the plan
+    it was traced with, and changing ``tuning`` recompiles.
     """
 
     block_l: int | None = None
@@ -92,6 +101,45 @@ class _Launch:
     per_thread: bool  # the cross core with N = 1: one channel per thread (``_cross_*_kernel``)
     chunks: int = 1   # per_thread: parallel chunks of each sequence
     stages: int = 1   # per_thread: software-pipelining stages of the block loops
+    narrow: bool = False  # the cross core's output slots in a 16-bit input's dtype (``Tuning.narrow_slots``)
+
+    def as_list(self) -> list[int]:
+        """The plan as the ops take it (a register cap of None as 0)."""
+        return [int(v or 0) for v in (self.block_n, self.block_l, self.fwd_block_d, self.fwd_warps, self.bwd_block_d,
+                                      self.bwd_warps, self.fwd_maxnreg, self.bwd_maxnreg, self.dirs, self.prefetch,
+                                      self.per_thread, self.chunks, self.stages, self.narrow)]
+
+    @staticmethod
+    def from_list(plan: list[int]) -> "_Launch":
+        (block_n, block_l, fwd_d, fwd_warps, bwd_d, bwd_warps, fwd_cap, bwd_cap, dirs, prefetch, per_thread, chunks,
+         stages, narrow) = plan
+        return _Launch(block_n, block_l, fwd_d, fwd_warps, bwd_d, bwd_warps, fwd_cap or None, bwd_cap or None, dirs,
+                       bool(prefetch), bool(per_thread), chunks, stages, bool(narrow))
+
+
+# The launch plan is worked out in traced Python (see the module's docstring), without asking the
+# device: programs are counted against a GPU of this many SMs (an H100 or H200).
+_SMS = 132
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _pow2(n: int) -> int:
+    """The smallest power of two >= n."""
+    p = 1
+    while p < n:
+        p *= 2
+    return p
+
+
+def _split_dirs(programs: int, target: int) -> int:
+    """Directions per program: the four split over more programs only while they do not fill the GPU."""
+    for dirs in (4, 2):
+        if programs * 4 // dirs >= target:
+            return dirs
+    return 1
 
 
 def _per_thread(state: int, cross: bool) -> bool:
@@ -103,19 +151,19 @@ def block_steps(state: int, length: int, cross: bool) -> int:
     if tuning.block_l:
         return tuning.block_l
     if _per_thread(state, cross):
-        return min(4, triton.next_power_of_2(length))
+        return min(4, _pow2(length))
     if _INTERPRET:  # the interpreter scans element by element in Python: keep tiles small
-        return min(16, triton.next_power_of_2(length))
-    return max(16, min(triton.next_power_of_2(length), 128))
+        return min(16, _pow2(length))
+    return max(16, min(_pow2(length), 128))
 
 
-def _launch_config(batch: int, state: int, length: int, group_dim: int, cross: bool, device: torch.device,
-                   block_l: int | None = None) -> _Launch:
-    block_l = block_l or block_steps(state, length, cross)
-    block_n = triton.next_power_of_2(state)
-    dims = triton.next_power_of_2(group_dim)
+def _launch_config(batch: int, state: int, length: int, group_dim: int, cross: bool) -> _Launch:
+    """The launch plan of a scan of this shape under ``tuning`` (pure Python: torch.compile traces it)."""
+    block_l = block_steps(state, length, cross)
+    block_n = _pow2(state)
+    dims = _pow2(group_dim)
     if _per_thread(state, cross):
-        return _per_thread_config(batch, length, dims, block_l, device)
+        return _per_thread_config(batch, length, dims, block_l)
     if _INTERPRET:
         fwd_d = bwd_d = min(dims, 4)
         maxnreg, slots = None, 1
@@ -125,43 +173,42 @@ def _launch_config(batch: int, state: int, length: int, group_dim: int, cross: b
         # the backward wants ~170 registers; a cap of 168 lets 3 CTAs of 4 warps share an SM.
         fwd_d = bwd_d = min(dims, max(8 if cross else 1, 1024 // (block_l * block_n)))
         maxnreg = 168 if block_n == 1 else None
-        slots = 3 * torch.cuda.get_device_properties(device).multi_processor_count
+        slots = 3 * _SMS
     fwd_d = tuning.fwd_block_d or fwd_d
     bwd_d = tuning.bwd_block_d or bwd_d
     fwd_maxnreg = tuning.fwd_maxnreg or None
     if tuning.bwd_maxnreg is not None:
         maxnreg = tuning.bwd_maxnreg or None
     # the cross core: split the 4 directions over more programs only while they do not fill the GPU
-    programs = batch * triton.cdiv(group_dim, max(fwd_d, bwd_d))
-    dirs = tuning.cross_dirs or next((d for d in (4, 2) if programs * 4 // d >= slots), 1)
+    programs = batch * _cdiv(group_dim, max(fwd_d, bwd_d))
+    dirs = tuning.cross_dirs or _split_dirs(programs, slots)
 
     def warps(block_d: int) -> int:
         return 1 if _INTERPRET else (4 if block_d * block_n * block_l <= 1024 else 8)
 
     return _Launch(block_n, block_l, fwd_d, tuning.fwd_warps or warps(fwd_d), bwd_d,
                    tuning.bwd_warps or warps(bwd_d), fwd_maxnreg, maxnreg, dirs if cross else 1,
-                   True if tuning.prefetch is None else tuning.prefetch, False)
+                   True if tuning.prefetch is None else tuning.prefetch, False, narrow=bool(tuning.narrow_slots))
 
 
-def _per_thread_config(batch: int, length: int, dims: int, block_l: int, device: torch.device) -> _Launch:
+def _per_thread_config(batch: int, length: int, dims: int, block_l: int) -> _Launch:
     """The cross core with N = 1: 32 channels on the lanes of one warp, ``block_l`` (4) steps per
     thread and block, one direction per program and each sequence in 8 chunks run in parallel (the
     fastest of the launch sweep at the model's four stage shapes, batch 32, on an H200; BENCHMARKS.md).
     With one chunk, the four directions are split over more programs until there are ~8 warps per SM."""
     block_d = min(dims, 4 if _INTERPRET else 32)
     fwd_d, bwd_d = tuning.fwd_block_d or block_d, tuning.bwd_block_d or block_d
-    n_blocks = triton.cdiv(length, block_l)
+    n_blocks = _cdiv(length, block_l)
     chunks = min(n_blocks, tuning.chunks or 8)
     if chunks > 1:
         dirs = 1
-        chunks = triton.cdiv(n_blocks, triton.cdiv(n_blocks, chunks))  # no empty chunk
+        chunks = _cdiv(n_blocks, _cdiv(n_blocks, chunks))  # no empty chunk
     else:
-        target = 1 if _INTERPRET else 8 * torch.cuda.get_device_properties(device).multi_processor_count
-        programs = batch * triton.cdiv(dims, max(fwd_d, bwd_d))
-        dirs = tuning.cross_dirs or next((d for d in (4, 2) if programs * 4 // d >= target), 1)
+        target = 1 if _INTERPRET else 8 * _SMS
+        dirs = tuning.cross_dirs or _split_dirs(batch * _cdiv(dims, max(fwd_d, bwd_d)), target)
     return _Launch(1, block_l, fwd_d, tuning.fwd_warps or 1, bwd_d, tuning.bwd_warps or 1,
                    tuning.fwd_maxnreg or None, tuning.bwd_maxnreg or None, dirs, False, True, chunks,
-                   tuning.stages or 1)
+                   tuning.stages or 1, bool(tuning.narrow_slots))
 
 
 def _alloc(shape, device: torch.device, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -217,19 +264,31 @@ class _Problem:
         """Output slots of the cross core (summed afterwards): the direction groups."""
         return 4 // self.launch.dirs if self.cross else 1
 
+    @property
+    def stat_rows(self) -> int:
+        """Partial sums of dA, dD, d_bias: one row per batch element (and chunk, per-thread kernels)."""
+        return self.batch * (self.launch.chunks if self.launch.per_thread else 1)
+
     def grid(self, block_d: int) -> tuple[int, int]:
         return triton.cdiv(self.group_dim, block_d), self.batch * (self.slots if self.cross else self.groups)
 
-    def output(self, like: Tensor) -> tuple[Tensor, int]:
-        """A buffer for y or du of the cross core (slots, B, L, D), or y (B, K*D, L), and its slot stride.
-        Slots are fp32, or ``like``'s dtype with ``Tuning(narrow_slots=True)`` (see there)."""
-        device = like.device
+    def output_spec(self, dtype: torch.dtype) -> tuple[tuple[int, ...], torch.dtype]:
+        """Shape and dtype of y, or of du of the cross core, for inputs of ``dtype``: (slots, B, L, D)
+        cross, fp32 or, with ``Tuning(narrow_slots=True)``, a 16-bit input's dtype; (B, K*D, L) fp32 plain."""
         if self.cross:
-            narrow = tuning.narrow_slots and self.slots > 1 and like.dtype in (torch.bfloat16, torch.float16)
-            buf = _alloc((self.slots, self.batch, self.length, self.group_dim), device,
-                         like.dtype if narrow else torch.float32)
-            return buf, buf.stride(0)
-        return _alloc((self.batch, self.groups * self.group_dim, self.length), device), 0
+            narrow = self.launch.narrow and self.slots > 1 and dtype in (torch.bfloat16, torch.float16)
+            return (self.slots, self.batch, self.length, self.group_dim), dtype if narrow else torch.float32
+        return (self.batch, self.groups * self.group_dim, self.length), torch.float32
+
+    def output(self, like: Tensor) -> tuple[Tensor, int]:
+        """A buffer for y (or the cross core's du) and its slot stride."""
+        shape, dtype = self.output_spec(like.dtype)
+        buf = _alloc(shape, like.device, dtype)
+        return buf, buf.stride(0) if self.cross else 0
+
+    def carry_shape(self) -> tuple[int, ...]:
+        """The states at the start of every block, (B, K, blocks, N, D)."""
+        return self.batch, self.groups, triton.cdiv(self.length, self.launch.block_l), self.state, self.group_dim
 
     def seq_strides(self, t: Tensor) -> tuple[int, int, int, int]:
         """u, delta, y, du, ddelta: (B, K*D, L) plain, (B, L, K, D) / (B, L, D) cross."""
@@ -241,12 +300,18 @@ class _Problem:
         """B, C: (B, K, N, L) plain, (B, L, K, N) cross."""
         return _pixel_grouped(t) if self.cross else _grouped_state(t)
 
-    def partial(self, n_blocks: int, device: torch.device) -> tuple[Tensor, tuple[int, ...]]:
-        """A buffer for dB or dC per channel block, and its (block, batch, group, state, step) strides."""
+    def partial_shape(self) -> tuple[int, ...]:
+        """dB or dC per channel block of the backward: (blocks, B, L, K, N) cross, (blocks, B, K, N, L) plain."""
+        blocks = triton.cdiv(self.group_dim, self.launch.bwd_block_d)
         if self.cross:
-            buf = _alloc((n_blocks, self.batch, self.length, self.groups, self.state), device)
+            return blocks, self.batch, self.length, self.groups, self.state
+        return blocks, self.batch, self.groups, self.state, self.length
+
+    def partial(self, device: torch.device) -> tuple[Tensor, tuple[int, ...]]:
+        """A buffer for dB or dC per channel block, and its (block, batch, group, state, step) strides."""
+        buf = _alloc(self.partial_shape(), device)
+        if self.cross:
             return buf, (buf.stride(0), buf.stride(1), buf.stride(3), buf.stride(4), buf.stride(2))
-        buf = _alloc((n_blocks, self.batch, self.groups, self.state, self.length), device)
         return buf, tuple(buf.stride())
 
 
@@ -259,7 +324,7 @@ def _forward(pb: _Problem, u, delta, A, B, C, D, bias) -> tuple[Tensor, Tensor]:
     device = u.device
     n_blocks = triton.cdiv(pb.length, lc.block_l)
     y, slot_stride = pb.output(u)
-    carry = _alloc((pb.batch, pb.groups, n_blocks, pb.state, pb.group_dim), device)
+    carry = _alloc(pb.carry_shape(), device)
     if lc.per_thread:
         per_chunk = triton.cdiv(n_blocks, lc.chunks)
         decay, end = _chunk_buffers(pb, lc.chunks, device)
@@ -280,7 +345,7 @@ def _forward(pb: _Problem, u, delta, A, B, C, D, bias) -> tuple[Tensor, Tensor]:
             BLOCK_D=lc.fwd_block_d, BLOCK_L=lc.block_l, STAGES=lc.stages, num_warps=lc.fwd_warps,
             **_maxnreg(lc.fwd_maxnreg),
         )
-        return _merge_slots(pb, y), carry
+        return y, carry
     _fwd_kernel[pb.grid(lc.fwd_block_d)](
         u, delta, A, B, C, D if D is not None else A, bias if bias is not None else A, y, carry,
         pb.groups, pb.group_dim, pb.length, pb.height, pb.width,
@@ -290,22 +355,20 @@ def _forward(pb: _Problem, u, delta, A, B, C, D, bias) -> tuple[Tensor, Tensor]:
         HAS_BIAS=bias is not None, PREFETCH=lc.prefetch, BLOCK_D=lc.fwd_block_d, BLOCK_N=lc.block_n,
         BLOCK_L=lc.block_l, num_warps=lc.fwd_warps, **_maxnreg(lc.fwd_maxnreg),
     )
-    return _merge_slots(pb, y), carry
+    return y, carry
 
 
 def _backward(pb: _Problem, dy, u, delta, A, B, C, D, bias, carry):
-    """Gradients in fp32: du, ddelta, dB, dC (summed over channel blocks), dA, dD, d_bias."""
+    """du (the cross core's per slot), ddelta; partial sums in fp32 of dB, dC (per channel block),
+    dA, dD, d_bias (per batch element and chunk)."""
     lc = pb.launch
     device = u.device
-    n_dblocks = triton.cdiv(pb.group_dim, lc.bwd_block_d)
     # du: the cross core sums the directions into fp32 slots; ddelta goes out as is
     du, slot_stride = pb.output(u) if pb.cross else (_alloc(u.shape, device, u.dtype), 0)
     ddelta = _alloc(delta.shape, device, delta.dtype)
-    dB, part_strides = pb.partial(n_dblocks, device)
-    dC, _ = pb.partial(n_dblocks, device)
-    stats = (pb.batch, pb.groups * pb.group_dim)
-    if lc.per_thread:  # dA, dD, d_bias per chunk as well, summed below with the batch
-        stats = (lc.chunks * pb.batch, pb.groups * pb.group_dim)
+    dB, part_strides = pb.partial(device)
+    dC, _ = pb.partial(device)
+    stats = (pb.stat_rows, pb.groups * pb.group_dim)
     dA = _alloc(stats + (pb.state,), device)
     dD = _alloc(stats, device)
     dbias = _alloc(stats, device)
@@ -334,7 +397,7 @@ def _backward(pb: _Problem, dy, u, delta, A, B, C, D, bias, carry):
             BLOCK_D=lc.bwd_block_d, BLOCK_L=lc.block_l, STAGES=lc.stages, num_warps=lc.bwd_warps,
             **_maxnreg(lc.bwd_maxnreg),
         )
-        return _finish_backward(pb, du, ddelta, dB, dC, dA, dD, dbias, n_dblocks)
+        return du, ddelta, dA, dB, dC, dD, dbias
     _bwd_kernel[pb.grid(lc.bwd_block_d)](
         u, delta, A, B, C, D if D is not None else A, bias if bias is not None else A, carry, dy,
         du, ddelta, dB, dC, dA, dD, dbias,
@@ -347,14 +410,7 @@ def _backward(pb: _Problem, dy, u, delta, A, B, C, D, bias, carry):
         num_warps=lc.bwd_warps,
         **_maxnreg(lc.bwd_maxnreg),
     )
-    return _finish_backward(pb, du, ddelta, dB, dC, dA, dD, dbias, n_dblocks)
-
-
-def _finish_backward(pb: _Problem, du, ddelta, dB, dC, dA, dD, dbias, n_dblocks: int):
-    """Sum the partial results (channel blocks, batch, output slots) in a fixed order."""
-    dB = dB[0] if n_dblocks == 1 else dB.sum(0)
-    dC = dC[0] if n_dblocks == 1 else dC.sum(0)
-    return _merge_slots(pb, du), ddelta, dB, dC, dA.sum(0), dD.sum(0), dbias.sum(0)
+    return du, ddelta, dA, dB, dC, dD, dbias
 
 
 def _chunk_buffers(pb: _Problem, chunks: int, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -368,15 +424,13 @@ def _cross_dir_strides(t: Tensor) -> tuple[int, int, int, int]:
     return t.stride(0), t.stride(1), t.stride(2), t.stride(3)
 
 
-def _merge_slots(pb: _Problem, out: Tensor) -> Tensor:
-    """The sum of the cross core's output slots (a fixed order: deterministic)."""
-    if not pb.cross:
-        return out
-    return out[0] if pb.slots == 1 else out.sum(0, dtype=torch.float32)
+def _sum_parts(t: Tensor) -> Tensor:
+    """The sum over the first dimension (partial sums, output slots) in fp32, in a fixed order."""
+    return t[0].float() if t.shape[0] == 1 else t.sum(0, dtype=torch.float32)
 
 
 def _problem(u: Tensor, A: Tensor, B: Tensor, cross: bool, height: int, width: int, softplus: bool,
-             block_l: int) -> _Problem:
+             plan: list[int]) -> _Problem:
     """The shapes of a plain scan (u: (B, K*D, L)) or a cross core (u: (B, L, D), four directions)."""
     state = A.shape[1]
     if cross:
@@ -388,67 +442,78 @@ def _problem(u: Tensor, A: Tensor, B: Tensor, cross: bool, height: int, width: i
         batch, channels, length = u.shape
         groups = B.shape[1]
         dim = channels // groups
-    launch = _launch_config(batch, state, length, dim, cross, u.device, block_l)
+    launch = _Launch.from_list(plan)
     return _Problem(batch, groups, dim, state, length, height, width, cross, softplus, launch)
 
 
-# The scan is a pair of torch.library custom ops (forward, backward) with an autograd formula, so that
-# torch.compile treats it as one opaque operation and CUDA graphs can capture it.
+# The kernels run inside a pair of torch.library custom ops (forward, backward), so that
+# torch.compile treats each as one opaque operation and CUDA graphs can capture them; an autograd
+# Function joins them and adds up what they return per slot and per program (traced by torch.compile).
 
 
 @torch.library.custom_op("msvmunet::scan_fwd", mutates_args=())
 def scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor], bias: Optional[Tensor],
-             cross: bool, height: int, width: int, softplus: bool, block_l: int) -> tuple[Tensor, Tensor]:
-    """y (fp32) and the carried states at the start of every block of ``block_l`` steps (for the backward)."""
-    return _forward(_problem(u, A, B, cross, height, width, softplus, block_l), u, delta, A, B, C, D, bias)
+             cross: bool, height: int, width: int, softplus: bool, plan: list[int]) -> tuple[Tensor, Tensor]:
+    """y (the cross core's per output slot) and the carried states at the start of every block of
+    ``plan``'s steps (for the backward). ``plan``: ``_Launch.as_list()``."""
+    return _forward(_problem(u, A, B, cross, height, width, softplus, plan), u, delta, A, B, C, D, bias)
 
 
 @scan_fwd.register_fake
-def _(u, delta, A, B, C, D, bias, cross, height, width, softplus, block_l):
-    pb = _problem(u, A, B, cross, height, width, softplus, block_l)
-    n_blocks = triton.cdiv(pb.length, pb.launch.block_l)
-    y_shape = (pb.batch, pb.length, pb.group_dim) if cross else u.shape
-    carry = u.new_empty((pb.batch, pb.groups, n_blocks, pb.state, pb.group_dim), dtype=torch.float32)
-    return u.new_empty(y_shape, dtype=torch.float32), carry
+def _(u, delta, A, B, C, D, bias, cross, height, width, softplus, plan):
+    pb = _problem(u, A, B, cross, height, width, softplus, plan)
+    shape, dtype = pb.output_spec(u.dtype)
+    return u.new_empty(shape, dtype=dtype), u.new_empty(pb.carry_shape(), dtype=torch.float32)
 
 
 @torch.library.custom_op("msvmunet::scan_bwd", mutates_args=())
 def scan_bwd(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
              bias: Optional[Tensor], carry: Tensor, cross: bool, height: int, width: int,
-             softplus: bool, block_l: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """du, ddelta, dA, dB, dC, dD, d_bias (fp32, except ddelta in delta's dtype and plain du in u's)."""
-    pb = _problem(u, A, B, cross, height, width, softplus, block_l)
-    du, ddelta, dB, dC, dA, dD, dbias = _backward(pb, dy, u, delta, A, B, C, D, bias, carry)
-    return du, ddelta, dA, dB, dC, dD, dbias
+             softplus: bool, plan: list[int]) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """du (the cross core's per output slot, fp32; plain in u's dtype), ddelta (delta's dtype), and
+    fp32 partial sums: dA (rows, K*D, N), dB, dC (per channel block), dD, d_bias (rows, K*D)."""
+    pb = _problem(u, A, B, cross, height, width, softplus, plan)
+    return _backward(pb, dy, u, delta, A, B, C, D, bias, carry)
 
 
 @scan_bwd.register_fake
-def _(dy, u, delta, A, B, C, D, bias, carry, cross, height, width, softplus, block_l):
+def _(dy, u, delta, A, B, C, D, bias, carry, cross, height, width, softplus, plan):
     f32 = torch.float32
-    pb = _problem(u, A, B, cross, height, width, softplus, block_l)
-    stats = pb.groups * pb.group_dim
-    state_shape = (pb.batch, pb.length, pb.groups, pb.state) if cross else (pb.batch, pb.groups, pb.state, pb.length)
-    return (u.new_empty(u.shape, dtype=f32 if cross else u.dtype), delta.new_empty(delta.shape),
-            A.new_empty((stats, pb.state), dtype=f32), B.new_empty(state_shape, dtype=f32),
-            C.new_empty(state_shape, dtype=f32), A.new_empty((stats,), dtype=f32), A.new_empty((stats,), dtype=f32))
+    pb = _problem(u, A, B, cross, height, width, softplus, plan)
+    stats = (pb.stat_rows, pb.groups * pb.group_dim)
+    du_shape, du_dtype = pb.output_spec(u.dtype) if cross else (u.shape, u.dtype)
+    return (u.new_empty(du_shape, dtype=du_dtype), delta.new_empty(delta.shape),
+            A.new_empty(stats + (pb.state,), dtype=f32), B.new_empty(pb.partial_shape(), dtype=f32),
+            C.new_empty(pb.partial_shape(), dtype=f32), A.new_empty(stats, dtype=f32), A.new_empty(stats, dtype=f32))
 
 
-def _setup_context(ctx, inputs, output) -> None:
-    u, delta, A, B, C, D, bias, cross, height, width, softplus, block_l = inputs
-    ctx.save_for_backward(u, delta, A, B, C, D, bias, output[1])
-    ctx.meta = (cross, height, width, softplus, block_l)
-    ctx.has = (D is not None, bias is not None)
+class _Scan(torch.autograd.Function):
+    """y of the scan (the cross core's slots summed, fp32) with its backward; under torch.compile the
+    sums fuse into the kernels around (the LayerNorm reading y, the casts of the gradients)."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, bias, cross: bool, height: int, width: int, softplus: bool,
+                plan: list[int]):
+        y, carry = scan_fwd(u, delta, A, B, C, D, bias, cross, height, width, softplus, plan)
+        ctx.save_for_backward(u, delta, A, B, C, D, bias, carry)
+        ctx.meta = (cross, height, width, softplus, plan)
+        return _sum_parts(y) if cross else y
+
+    @staticmethod
+    def backward(ctx, dy):
+        u, delta, A, B, C, D, bias, carry = ctx.saved_tensors
+        cross = ctx.meta[0]
+        du, ddelta, dA, dB, dC, dD, dbias = scan_bwd(dy, u, delta, A, B, C, D, bias, carry, *ctx.meta)
+        return (_sum_parts(du).to(u.dtype) if cross else du, ddelta, _sum_parts(dA).to(A.dtype),
+                _sum_parts(dB).to(B.dtype), _sum_parts(dC).to(C.dtype),
+                None if D is None else _sum_parts(dD).to(D.dtype),
+                None if bias is None else _sum_parts(dbias).to(bias.dtype),
+                None, None, None, None, None)
 
 
-def _scan_backward(ctx, dy, _dcarry):
-    u, delta, A, B, C, D, bias, carry = ctx.saved_tensors
-    du, ddelta, dA, dB, dC, dD, dbias = scan_bwd(dy, u, delta, A, B, C, D, bias, carry, *ctx.meta)
-    return (du.to(u.dtype), ddelta, dA.to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
-            dD.to(D.dtype) if ctx.has[0] else None, dbias.to(bias.dtype) if ctx.has[1] else None,
-            None, None, None, None, None)
-
-
-scan_fwd.register_autograd(_scan_backward, setup_context=_setup_context)
+def launch_plan(batch: int, state: int, length: int, group_dim: int, cross: bool) -> list[int]:
+    """The ops' ``plan`` argument for a scan of this shape under the current ``tuning``."""
+    return _launch_config(batch, state, length, group_dim, cross).as_list()
 
 
 def _contiguous(t: Tensor | None) -> Tensor | None:
@@ -470,9 +535,10 @@ def selective_scan_triton(
     Any strides; contiguous steps (stride 1 along L) give coalesced loads.
     """
     _check_device(u)
-    y, _ = scan_fwd(u, delta, A.contiguous(), B, C, _contiguous(D), _contiguous(delta_bias), False, 1, 1,
-                    bool(delta_softplus), block_steps(A.shape[1], u.shape[2], False))
-    return y
+    batch, channels, length = u.shape
+    plan = launch_plan(batch, A.shape[1], length, channels // B.shape[1], False)
+    return _Scan.apply(u, delta, A.contiguous(), B, C, _contiguous(D), _contiguous(delta_bias), False, 1, 1,
+                       bool(delta_softplus), plan)
 
 
 def ss2d_scan_triton(
@@ -498,9 +564,10 @@ def ss2d_scan_triton(
     if dts.stride(-1) != 1:
         dts = dts.contiguous()
     A = -torch.exp(A_logs.float())
-    y, _ = scan_fwd(flat, dts, A, Bs, Cs, Ds.contiguous(), dt_projs_bias.reshape(-1).contiguous(), True, height, width,
-                    True, block_steps(A.shape[1], height * width, True))
+    plan = launch_plan(batch, A.shape[1], height * width, dim, True)
+    y = _Scan.apply(flat, dts, A, Bs, Cs, Ds.contiguous(), dt_projs_bias.reshape(-1).contiguous(), True, height, width,
+                    True, plan)
     return y.view(batch, height, width, dim)
 
 
-__all__ = ["Tuning", "selective_scan_triton", "ss2d_scan_triton", "tuning"]
+__all__ = ["Tuning", "launch_plan", "selective_scan_triton", "ss2d_scan_triton", "tuning"]
