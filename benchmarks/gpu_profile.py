@@ -26,7 +26,7 @@ def main() -> None:
     p.add_argument("--mode", choices=("train", "infer"), default="train")
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--rows", type=int, default=40)
-    p.add_argument("--compile", action="store_true", help="profile torch.compile(model)")
+    p.add_argument("--compile", action="store_true", help="profile torch.compile(model) (and of the loss)")
     p.add_argument("--scan-tuning", nargs="+", default=[], metavar="FIELD=VALUE",
                    help="Triton scan launch parameters, as for `msvmunet benchmark --scan-tuning`")
     p.add_argument("--out", default=None)
@@ -40,7 +40,7 @@ def main() -> None:
     x = torch.rand(args.batch, 1, args.size, args.size, device=dev) * 2 - 1
     y = torch.randint(0, 9, (args.batch, args.size, args.size), device=dev)
     net = torch.compile(model) if args.compile else model
-    crit = DiceCELoss()
+    crit = torch.compile(DiceCELoss()) if args.compile else DiceCELoss()  # as the benchmark and trainer do
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
 
     def step():

@@ -59,7 +59,7 @@ class Tuning:
     parallel (a first pass per chunk, then each chunk from the folded state of the ones before it;
     one direction per program); ``stages``: those kernels' block loops are software-pipelined over
     this many stages (Triton's asynchronous copies of the next blocks' loads; 1: none).
-    ``narrow_slots``: when the SS2D core sums several output slots (y, and du in the backward),
+    ``narrow_slots`` (default on; ``False`` for fp32 slots): when the SS2D core sums several output slots (y, and du in the backward),
     they are kept in the input's dtype when that is 16-bit (as the official code keeps each
     direction's output), then summed in fp32: half the slot traffic, a rounding per direction.
 
@@ -163,7 +163,7 @@ def _launch_config(batch: int, state: int, length: int, group_dim: int, cross: b
     block_n = _pow2(state)
     dims = _pow2(group_dim)
     if _per_thread(state, cross):
-        return _per_thread_config(batch, length, dims, block_l)
+        return _per_thread_config(batch, length, group_dim, block_l)
     if _INTERPRET:
         fwd_d = bwd_d = min(dims, 4)
         maxnreg, slots = None, 1
@@ -188,27 +188,33 @@ def _launch_config(batch: int, state: int, length: int, group_dim: int, cross: b
 
     return _Launch(block_n, block_l, fwd_d, tuning.fwd_warps or warps(fwd_d), bwd_d,
                    tuning.bwd_warps or warps(bwd_d), fwd_maxnreg, maxnreg, dirs if cross else 1,
-                   True if tuning.prefetch is None else tuning.prefetch, False, narrow=bool(tuning.narrow_slots))
+                   True if tuning.prefetch is None else tuning.prefetch, False, narrow=tuning.narrow_slots is not False)
 
 
-def _per_thread_config(batch: int, length: int, dims: int, block_l: int) -> _Launch:
+def _per_thread_config(batch: int, length: int, group_dim: int, block_l: int) -> _Launch:
     """The cross core with N = 1: 32 channels on the lanes of one warp, ``block_l`` (4) steps per
-    thread and block, one direction per program and each sequence in 8 chunks run in parallel (the
-    fastest of the launch sweep at the model's four stage shapes, batch 32, on an H200; BENCHMARKS.md).
-    With one chunk, the four directions are split over more programs until there are ~8 warps per SM."""
-    block_d = min(dims, 4 if _INTERPRET else 32)
+    thread and block, one direction per program and each sequence in chunks run in parallel: as many
+    (a power of two, 1 to 16) as give ~48 one-warp programs per SM, e.g. 16, 8, 4 and 2 chunks at the
+    model's four stage shapes at batch 32 (the fastest of the launch sweep there, on an H200;
+    BENCHMARKS.md). With one chunk, the four directions are split over more programs until there are
+    ~8 warps per SM."""
+    block_d = min(_pow2(group_dim), 4 if _INTERPRET else 32)
     fwd_d, bwd_d = tuning.fwd_block_d or block_d, tuning.bwd_block_d or block_d
     n_blocks = _cdiv(length, block_l)
-    chunks = min(n_blocks, tuning.chunks or 8)
+    programs = batch * _cdiv(group_dim, max(fwd_d, bwd_d))  # per direction and chunk
+    chunks = 1
+    while chunks < 16 and programs * 4 * chunks * 2 <= 48 * _SMS:
+        chunks *= 2
+    chunks = min(n_blocks, tuning.chunks or chunks)
     if chunks > 1:
         dirs = 1
         chunks = _cdiv(n_blocks, _cdiv(n_blocks, chunks))  # no empty chunk
     else:
         target = 1 if _INTERPRET else 8 * _SMS
-        dirs = tuning.cross_dirs or _split_dirs(batch * _cdiv(dims, max(fwd_d, bwd_d)), target)
+        dirs = tuning.cross_dirs or _split_dirs(programs, target)
     return _Launch(1, block_l, fwd_d, tuning.fwd_warps or 1, bwd_d, tuning.bwd_warps or 1,
                    tuning.fwd_maxnreg or None, tuning.bwd_maxnreg or None, dirs, False, True, chunks,
-                   tuning.stages or 1, bool(tuning.narrow_slots))
+                   tuning.stages or 1, tuning.narrow_slots is not False)
 
 
 def _alloc(shape, device: torch.device, dtype: torch.dtype = torch.float32) -> Tensor:
