@@ -3,7 +3,7 @@
     python benchmarks/sweep_core.py [--out sweep.json] [--batch 32] [--family all|per-thread|tiled]   # on a GPU
 
 For every configuration (``triton_scan.Tuning``: the one-channel-per-thread kernels' steps per block,
-chunks, pipelining stages and bf16 output slots; the tiled kernels' warps, steps per block, channels
+chunks, pipelining stages and output-slot precision; the tiled kernels' warps, steps per block, channels
 per program, directions per program) the forward and backward kernels are timed on the inputs the model gives
 them at batch 32, 224^2, bf16 autocast: (H, D) = (56, 96), (28, 192), (14, 384), (7, 768). The
 table lists ms per call and the per-step total weighted by the number of SS2D layers at each shape.
@@ -89,8 +89,8 @@ def main() -> None:
         configs.append(dict(block_l=block_l, chunks=chunks))
     for chunks, stages in itertools.product((4, 8, 16) if lanes else (), (2, 3)):  # pipelined block loops
         configs.append(dict(chunks=chunks, stages=stages))
-    for stages in (1, 2, 3) if lanes else ():  # bf16 output slots (y, du), the default launch otherwise
-        configs.append(dict(narrow_slots=True, stages=stages))
+    for stages in (1, 2, 3) if lanes else ():  # fp32 output slots (y, du; bf16 by default under bf16 inputs)
+        configs.append(dict(narrow_slots=False, stages=stages))
     for warps in (2, 4) if lanes else ():  # more channels per program
         configs.append(dict(fwd_block_d=32 * warps, bwd_block_d=32 * warps, fwd_warps=warps, bwd_warps=warps))
     tiled = args.family in ("all", "tiled")

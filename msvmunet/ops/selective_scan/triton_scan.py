@@ -59,9 +59,10 @@ class Tuning:
     parallel (a first pass per chunk, then each chunk from the folded state of the ones before it;
     one direction per program); ``stages``: those kernels' block loops are software-pipelined over
     this many stages (Triton's asynchronous copies of the next blocks' loads; 1: none).
-    ``narrow_slots`` (default on; ``False`` for fp32 slots): when the SS2D core sums several output slots (y, and du in the backward),
-    they are kept in the input's dtype when that is 16-bit (as the official code keeps each
-    direction's output), then summed in fp32: half the slot traffic, a rounding per direction.
+    ``narrow_slots`` (default on; ``False``: fp32 slots): when the SS2D core sums several output
+    slots (y, and du in the backward), they are kept in the input's dtype when that is 16-bit (as
+    the official code keeps each direction's output), then summed in fp32: half the slot traffic,
+    a rounding per direction.
 
     The fields are read when a scan is set up (in Python that torch.compile traces, guarding on
     them) and reach the kernels through the ops' ``plan`` argument: a compiled graph keeps the plan
@@ -280,7 +281,7 @@ class _Problem:
 
     def output_spec(self, dtype: torch.dtype) -> tuple[tuple[int, ...], torch.dtype]:
         """Shape and dtype of y, or of du of the cross core, for inputs of ``dtype``: (slots, B, L, D)
-        cross, fp32 or, with ``Tuning(narrow_slots=True)``, a 16-bit input's dtype; (B, K*D, L) fp32 plain."""
+        cross, fp32 or a 16-bit input's dtype (``Tuning.narrow_slots``); (B, K*D, L) fp32 plain."""
         if self.cross:
             narrow = self.launch.narrow and self.slots > 1 and dtype in (torch.bfloat16, torch.float16)
             return (self.slots, self.batch, self.length, self.group_dim), dtype if narrow else torch.float32
