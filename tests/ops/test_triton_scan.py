@@ -386,3 +386,26 @@ def test_ss2d_under_torch_compile():
     (g_eager,) = torch.autograd.grad(y_eager.square().sum(), x)
     (g_compiled,) = torch.autograd.grad(y_compiled.square().sum(), x)
     assert rel_err(g_compiled, g_eager) < 1e-4
+
+
+def test_compiled_ss2d_follows_tuning(monkeypatch):
+    """The launch plan is worked out in traced Python: torch.compile guards on the tuning it read, so a
+    compiled layer recompiles (with the new plan's shapes) after ``tuning`` changes, and stays correct."""
+    from torch._dynamo.testing import CompileCounter
+
+    from msvmunet.models.blocks import SS2D
+
+    torch.manual_seed(4)
+    model = SS2D(8, dt_rank=2).to(DEVICE)
+    model.scan_backend = "triton"
+    x = torch.randn(2, 4, 6, 8, device=DEVICE)
+    counter = CompileCounter()
+    compiled = torch.compile(model, backend=counter, fullgraph=True)
+    with torch.no_grad():
+        expected = model(x)
+        assert rel_err(compiled(x), expected) < 1e-5
+        monkeypatch.setattr(triton_scan, "tuning", triton_scan.Tuning(chunks=1, cross_dirs=2))
+        assert rel_err(compiled(x), expected) < 1e-5
+        assert rel_err(compiled(x), expected) < 1e-5
+    assert counter.frame_count == 2  # one graph per tuning, not one per call
+
