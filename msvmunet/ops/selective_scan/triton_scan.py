@@ -370,7 +370,7 @@ def _backward(pb: _Problem, dy, u, delta, A, B, C, D, bias, carry):
     dA, dD, d_bias (per batch element and chunk)."""
     lc = pb.launch
     device = u.device
-    # du: the cross core sums the directions into fp32 slots; ddelta goes out as is
+    # du: the cross core sums the directions into slots (as y's); ddelta goes out as is
     du, slot_stride = pb.output(u) if pb.cross else (_alloc(u.shape, device, u.dtype), 0)
     ddelta = _alloc(delta.shape, device, delta.dtype)
     dB, part_strides = pb.partial(device)
@@ -477,8 +477,8 @@ def _(u, delta, A, B, C, D, bias, cross, height, width, softplus, plan):
 def scan_bwd(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
              bias: Optional[Tensor], carry: Tensor, cross: bool, height: int, width: int,
              softplus: bool, plan: list[int]) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """du (the cross core's per output slot, fp32; plain in u's dtype), ddelta (delta's dtype), and
-    fp32 partial sums: dA (rows, K*D, N), dB, dC (per channel block), dD, d_bias (rows, K*D)."""
+    """du (the cross core's per output slot, in y's slot dtype; plain in u's dtype), ddelta (delta's
+    dtype), and fp32 partial sums: dA (rows, K*D, N), dB, dC (per channel block), dD, d_bias (rows, K*D)."""
     pb = _problem(u, A, B, cross, height, width, softplus, plan)
     return _backward(pb, dy, u, delta, A, B, C, D, bias, carry)
 
