@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
-import triton
 from torch import Tensor
 
 from .torch_chunked import ss2d_projections
@@ -124,6 +123,7 @@ _SMS = 132
 
 
 def _cdiv(a: int, b: int) -> int:
+    """ceil(a / b) (this module's own, like ``_pow2``: plain Python that torch.compile traces)."""
     return -(-a // b)
 
 
@@ -277,7 +277,7 @@ class _Problem:
         return self.batch * (self.launch.chunks if self.launch.per_thread else 1)
 
     def grid(self, block_d: int) -> tuple[int, int]:
-        return triton.cdiv(self.group_dim, block_d), self.batch * (self.slots if self.cross else self.groups)
+        return _cdiv(self.group_dim, block_d), self.batch * (self.slots if self.cross else self.groups)
 
     def output_spec(self, dtype: torch.dtype) -> tuple[tuple[int, ...], torch.dtype]:
         """Shape and dtype of y, or of du of the cross core, for inputs of ``dtype``: (slots, B, L, D)
@@ -293,9 +293,14 @@ class _Problem:
         buf = _alloc(shape, like.device, dtype)
         return buf, buf.stride(0) if self.cross else 0
 
+    @property
+    def blocks(self) -> int:
+        """Blocks of ``block_l`` steps per sequence."""
+        return _cdiv(self.length, self.launch.block_l)
+
     def carry_shape(self) -> tuple[int, ...]:
         """The states at the start of every block, (B, K, blocks, N, D)."""
-        return self.batch, self.groups, triton.cdiv(self.length, self.launch.block_l), self.state, self.group_dim
+        return self.batch, self.groups, self.blocks, self.state, self.group_dim
 
     def seq_strides(self, t: Tensor) -> tuple[int, int, int, int]:
         """u, delta, y, du, ddelta: (B, K*D, L) plain, (B, L, K, D) / (B, L, D) cross."""
@@ -309,7 +314,7 @@ class _Problem:
 
     def partial_shape(self) -> tuple[int, ...]:
         """dB or dC per channel block of the backward: (blocks, B, L, K, N) cross, (blocks, B, K, N, L) plain."""
-        blocks = triton.cdiv(self.group_dim, self.launch.bwd_block_d)
+        blocks = _cdiv(self.group_dim, self.launch.bwd_block_d)
         if self.cross:
             return blocks, self.batch, self.length, self.groups, self.state
         return blocks, self.batch, self.groups, self.state, self.length
@@ -329,12 +334,10 @@ def _maxnreg(cap: int | None) -> dict:
 def _forward(pb: _Problem, u, delta, A, B, C, D, bias) -> tuple[Tensor, Tensor]:
     lc = pb.launch
     device = u.device
-    n_blocks = triton.cdiv(pb.length, lc.block_l)
     y, slot_stride = pb.output(u)
     carry = _alloc(pb.carry_shape(), device)
     if lc.per_thread:
-        per_chunk = triton.cdiv(n_blocks, lc.chunks)
-        decay, end = _chunk_buffers(pb, lc.chunks, device)
+        per_chunk, decay, end = _chunking(pb, device)
         strides = (u.stride(0), u.stride(1), u.stride(2), *_cross_dir_strides(delta), *_cross_dir_strides(B)[:3])
         grid = (*pb.grid(lc.fwd_block_d), lc.chunks)
         if lc.chunks > 1:
@@ -380,9 +383,7 @@ def _backward(pb: _Problem, dy, u, delta, A, B, C, D, bias, carry):
     dD = _alloc(stats, device)
     dbias = _alloc(stats, device)
     if lc.per_thread:
-        n_blocks = triton.cdiv(pb.length, lc.block_l)
-        per_chunk = triton.cdiv(n_blocks, lc.chunks)
-        decay, end = _chunk_buffers(pb, lc.chunks, device)
+        per_chunk, decay, end = _chunking(pb, device)
         grid = (*pb.grid(lc.bwd_block_d), lc.chunks)
         dir_strides = (*_cross_dir_strides(delta), *_cross_dir_strides(B)[:3], *_cross_dir_strides(C)[:3])
         dy_strides = (dy.stride(0), dy.stride(1), dy.stride(2))
@@ -420,10 +421,12 @@ def _backward(pb: _Problem, dy, u, delta, A, B, C, D, bias, carry):
     return du, ddelta, dA, dB, dC, dD, dbias
 
 
-def _chunk_buffers(pb: _Problem, chunks: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """(decay, end) of every chunk, (B, 4, chunks, D) each; a placeholder when there is one chunk."""
+def _chunking(pb: _Problem, device: torch.device) -> tuple[int, Tensor, Tensor]:
+    """The per-thread kernels' blocks per chunk, and buffers for every chunk's (decay, end),
+    (B, 4, chunks, D) each (a placeholder when there is one chunk)."""
+    chunks = pb.launch.chunks
     shape = (pb.batch, pb.groups, chunks, pb.group_dim) if chunks > 1 else (1,)
-    return _alloc(shape, device), _alloc(shape, device)
+    return _cdiv(pb.blocks, chunks), _alloc(shape, device), _alloc(shape, device)
 
 
 def _cross_dir_strides(t: Tensor) -> tuple[int, int, int, int]:
