@@ -360,6 +360,7 @@ def test_the_plan_is_an_argument_of_the_ops(tune, monkeypatch):
         assert triton_scan.launch_plan(2, 1, 20, 6, True) != plan
         y, carry = triton_scan.scan_fwd(*args)
         assert carry.shape[2] == 5  # 20 steps in blocks of 4, whatever the tuning says now
+        assert y.shape[0] == 4 // triton_scan._Launch.from_list(plan).dirs  # and the plan's output slots
         assert_close("y", y.sum(0).view(expected.shape), expected, 1e-5)
         grads = triton_scan.scan_bwd(torch.randn_like(flat), *args[:7], carry, *args[7:])
         with FakeTensorMode(allow_non_fake_inputs=True) as mode:
