@@ -33,13 +33,26 @@ def _combine(a1, x1, a2, x2):
 
 
 @triton.jit
+def _log1p_unit(e):
+    """log1p(e) for 0 <= e <= 1: e times a degree-9 polynomial (a minimax fit of log1p(e) / e, relative
+    error 5e-9; 1.9e-7 at most once evaluated in fp32, about what an fp32 log1p gives), ten FMAs
+    instead of a log and a division."""
+    p = -0.0032439809292554855 * e + 0.019851263612508774
+    p = p * e - 0.056959159672260284
+    p = p * e + 0.10603617131710052
+    p = p * e - 0.15305569767951965
+    p = p * e + 0.19675931334495544
+    p = p * e - 0.24954132735729218
+    p = p * e + 0.3332996368408203
+    p = p * e - 0.4999990165233612
+    return (p * e + 1.0) * e
+
+
+@triton.jit
 def _softplus(z):
-    # torch's softplus (threshold 20): z above it, else log1p(exp(z)) = max(z, 0) + log1p(exp(-|z|)).
-    # log1p(e) = e * log(w) / (w - 1) with w = 1 + e is exact to rounding, even where w == 1.
+    # torch's softplus (threshold 20): z above it, else log1p(exp(z)) = max(z, 0) + log1p(exp(-|z|))
     e = tl.exp(-tl.abs(z))
-    w = 1.0 + e
-    ratio = tl.where(w == 1.0, 1.0, tl.log(w) / tl.where(w == 1.0, 1.0, w - 1.0))
-    return tl.where(z > 20.0, z, tl.maximum(z, 0.0) + e * ratio)
+    return tl.where(z > 20.0, z, tl.maximum(z, 0.0) + _log1p_unit(e))
 
 
 @triton.jit
