@@ -162,6 +162,13 @@ def _cross_next_decay(dt_ptr, batch, k, t, length, height, width, offs_d, dim, b
     return tl.exp(_delta(z_next, mask_next, SOFTPLUS) * A[None, :])
 
 
+@triton.jit
+def _cross_dy(dy_ptr, batch, p, offs_d, mask, sdy_b, sdy_l, sdy_d):
+    """dy of one block at pixels p, (BLOCK_L, BLOCK_D) fp32."""
+    return tl.load(dy_ptr + batch * sdy_b + p[:, None] * sdy_l + offs_d[None, :] * sdy_d, mask=mask,
+                   other=0.0).to(tl.float32)
+
+
 @triton.jit(do_not_specialize=["sdt_d", "sdy_d"])
 def _cross_bwd_chunk_kernel(
     dt_ptr, A_ptr, c_ptr, bias_ptr, dy_ptr, decay_ptr, end_ptr,
@@ -187,8 +194,7 @@ def _cross_bwd_chunk_kernel(
                                    sdt_b, sdt_l, sdt_k, sdt_d, SOFTPLUS)
         cv = tl.load(c_ptr + batch * sc_b + p[:, None] * sc_l + k * sc_k + (offs_d * 0)[None, :], mask=mask,
                      other=0.0).to(tl.float32)
-        dy = tl.load(dy_ptr + batch * sdy_b + p[:, None] * sdy_l + offs_d[None, :] * sdy_d, mask=mask,
-                     other=0.0).to(tl.float32)
+        dy = _cross_dy(dy_ptr, batch, p, offs_d, mask, sdy_b, sdy_l, sdy_d)
         g_cum, gs = tl.associative_scan((a_next, cv * dy), axis=0, combine_fn=_combine, reverse=True)
         g = _first_row(gs + g_cum * g[None, :], offs_l)
         decay = decay * _first_row(g_cum, offs_l)
@@ -244,8 +250,7 @@ def _cross_bwd_kernel(
             hs = hs + a_cum * h0[None, :]
             a_next = _cross_next_decay(dt_ptr, batch, k, t, length, height, width, offs_d, dim, bias, A,
                                        sdt_b, sdt_l, sdt_k, sdt_d, SOFTPLUS)
-            dy = tl.load(dy_ptr + batch * sdy_b + p[:, None] * sdy_l + offs_d[None, :] * sdy_d, mask=mask,
-                         other=0.0).to(tl.float32)
+            dy = _cross_dy(dy_ptr, batch, p, offs_d, mask, sdy_b, sdy_l, sdy_d)
             # g_t = a_{t+1} g_{t+1} + C_t dy_t, backwards, from the next block's first g
             g_cum, gs = tl.associative_scan((a_next, cv * dy), axis=0, combine_fn=_combine, reverse=True)
             gs = gs + g_cum * g[None, :]
