@@ -54,7 +54,7 @@ class SS2D(nn.Module):
             x, self.x_proj_weight, self.dt_projs_weight, self.dt_projs_bias, self.A_logs, self.Ds,
             backend=self.scan_backend,
         )
-        # the scan returns float32 (float64 from the reference backend); LayerNorm in the weights' dtype
+        # y in x's 16-bit dtype, else float32 (float64 from the reference backend); LayerNorm in the weights' dtype
         y = self.out_norm(y.to(self.out_norm.weight.dtype)).to(x.dtype)
         return self.out_proj(y)
 

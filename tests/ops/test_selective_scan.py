@@ -160,6 +160,19 @@ def test_ss2d_torch_matches_reference(hw, state):
         assert rel_err(grads["torch"][name], grads["reference"][name]) < 1e-5, name
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_ss2d_returns_a_16_bit_activations_dtype(dtype):
+    # as the official kernel returns y: the four directions summed in fp32, rounded once to x's dtype
+    torch.manual_seed(0)
+    params = dict(x_proj_weight=torch.randn(4, 4, 6) * 0.5, dt_projs_weight=torch.randn(4, 6, 2) * 0.5,
+                  dt_projs_bias=torch.randn(4, 6) * 0.5, A_logs=torch.randn(24, 1) * 0.5, Ds=torch.randn(24))
+    x = torch.randn(2, 3, 5, 6)
+    y32 = ss2d_scan(x, **params, backend="torch")
+    y16 = ss2d_scan(x.to(dtype), **{k: v.to(dtype) for k, v in params.items()}, backend="torch")
+    assert y32.dtype == torch.float32 and y16.dtype == dtype
+    assert rel_err(y16.float(), y32) < 2e-2
+
+
 def test_bad_backend_and_shapes_are_clear_errors():
     inputs = make_inputs(length=8)
     with pytest.raises(ConfigError, match="unknown scan backend 'cuda'"):

@@ -131,8 +131,10 @@ def ss2d_scan(
     """The SS2D core: cross-scan, projections, selective scan and cross-merge in one call.
 
     x: (B, H, W, D) channel-last; x_proj_weight: (4, R + 2N, D); dt_projs_weight: (4, D, R);
-    dt_projs_bias: (4, D); A_logs: (4*D, N); Ds: (4*D,) -> y: (B, H, W, D) float32, the sum of
-    the four directions at each pixel (A = -exp(A_logs), delta = softplus(dt + dt_projs_bias)).
+    dt_projs_bias: (4, D); A_logs: (4*D, N); Ds: (4*D,) -> y: (B, H, W, D), the sum of the four
+    directions at each pixel (A = -exp(A_logs), delta = softplus(dt + dt_projs_bias)), summed in
+    fp32 and returned in x's dtype when that is 16-bit (as the official kernel returns y), else
+    float32 (float64 from the reference backend).
     """
     fn = _load(resolve_backend(backend, x)).ss2d_scan
     return fn(x, x_proj_weight, dt_projs_weight, dt_projs_bias, A_logs, Ds)

@@ -142,6 +142,13 @@ def selective_scan_torch(
     return y.permute(1, 2, 3, 0).reshape(batch, channels, length)
 
 
+def ss2d_output(y: Tensor, x: Tensor) -> Tensor:
+    """The SS2D core's y (summed over the directions in fp32 or float64) as it is returned: in x's
+    dtype when that is 16-bit (the official kernel returns each direction's y in it; here the sum
+    is rounded once), else as it is."""
+    return y.to(x.dtype) if x.dtype in (torch.float16, torch.bfloat16) else y
+
+
 def ss2d_projections(
     x: Tensor, x_proj_weight: Tensor, dt_projs_weight: Tensor
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -173,7 +180,8 @@ def ss2d_scan_torch(
     A_logs: Tensor,
     Ds: Tensor,
 ) -> Tensor:
-    """The SS2D core on a channel-last map. x: (B, H, W, D) -> y: (B, H, W, D) float32.
+    """The SS2D core on a channel-last map. x: (B, H, W, D) -> y: (B, H, W, D) float32 (x's dtype if
+    that is 16-bit, ``ss2d_output``).
 
     The x- and dt-projections are per-pixel, so they run once in pixel order for all four
     directions; only the scan itself reads the pixels in each direction's order.
@@ -198,4 +206,4 @@ def ss2d_scan_torch(
     # pixel p of direction k was step inverse[k, p]; merging sums the four directions per pixel
     inverse = order.argsort(dim=1)
     y = y[inverse, :, k].sum(0)  # (L, B, D)
-    return y.permute(1, 0, 2).reshape(batch, height, width, dim)
+    return ss2d_output(y.permute(1, 0, 2).reshape(batch, height, width, dim), x)

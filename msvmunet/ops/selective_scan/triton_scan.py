@@ -2,7 +2,8 @@
 
 Launchers, the autograd Function and the two public functions; the kernels are in
 ``triton_kernels.py``. State and accumulation are fp32 for fp32, bf16 and fp16 inputs; outputs are
-fp32, gradients come back in each input's dtype.
+fp32 (the SS2D core's in a 16-bit activation's dtype, as the official kernel's), gradients come back
+in each input's dtype.
 
 Backward: the forward writes the state at the start of every block of ``block_l`` steps
 (B * K*D * N * L / block_l floats); the backward walks the blocks from the last, recomputes the
@@ -35,7 +36,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .torch_chunked import ss2d_projections
+from .torch_chunked import ss2d_output, ss2d_projections
 from .triton_kernels import _bwd_kernel, _fwd_kernel
 from .triton_ss2d_kernels import (_cross_bwd_chunk_kernel, _cross_bwd_kernel, _cross_fwd_chunk_kernel,
                                   _cross_fwd_kernel)
@@ -498,8 +499,9 @@ def _(dy, u, delta, A, B, C, D, bias, carry, cross, height, width, softplus, pla
 
 
 class _Scan(torch.autograd.Function):
-    """y of the scan (the cross core's slots summed, fp32) with its backward; under torch.compile the
-    sums fuse into the kernels around (the LayerNorm reading y, the casts of the gradients)."""
+    """y of the scan (the cross core's slots summed in fp32, then ``ss2d_output``) with its backward;
+    under torch.compile the sums fuse into the kernels around (the LayerNorm reading y, the casts of
+    the gradients)."""
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, bias, cross: bool, height: int, width: int, softplus: bool,
@@ -507,7 +509,7 @@ class _Scan(torch.autograd.Function):
         y, carry = scan_fwd(u, delta, A, B, C, D, bias, cross, height, width, softplus, plan)
         ctx.save_for_backward(u, delta, A, B, C, D, bias, carry)
         ctx.meta = (cross, height, width, softplus, plan)
-        return _sum_parts(y) if cross else y
+        return ss2d_output(_sum_parts(y), u) if cross else y
 
     @staticmethod
     def backward(ctx, dy):
@@ -559,7 +561,8 @@ def ss2d_scan_triton(
     A_logs: Tensor,
     Ds: Tensor,
 ) -> Tensor:
-    """The fused SS2D core. x: (B, H, W, D) channel-last -> y: (B, H, W, D) fp32.
+    """The fused SS2D core. x: (B, H, W, D) channel-last -> y: (B, H, W, D) fp32 (x's dtype if that
+    is 16-bit).
 
     x_proj_weight: (4, R + 2N, D); dt_projs_weight: (4, D, R); dt_projs_bias: (4, D);
     A_logs: (4*D, N); Ds: (4*D,). The projections are per pixel, so they run once in pixel order
