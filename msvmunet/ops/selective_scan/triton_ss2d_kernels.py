@@ -12,6 +12,10 @@ keeps the steps in-thread. The scans along the steps are then sequential in regi
 shuffles, no shared memory, no barriers); only dB and dC (sums over channels) cross lanes. With 32
 channels a thread reads and writes only its own channel; narrower tiles spread steps over lanes, so
 the directions of a slot are separated by a barrier and read back past L1.
+
+The forward kernels issue the next block's loads before solving the current block (registers
+double-buffered; the loop is bound by one memory round trip per block). The backward kernels load
+each block when they reach it: the same double buffering made them slower.
 """
 
 from __future__ import annotations
@@ -30,20 +34,38 @@ def _cross_tile(t, k, length, height, width, offs_d, dim):
 
 
 @triton.jit
-def _cross_load(u_ptr, dt_ptr, b_ptr, c_ptr, batch, k, p, offs_d, mask, bias, A,
-                su_b, su_l, su_d, sdt_b, sdt_l, sdt_k, sdt_d, sb_b, sb_l, sb_k, sc_b, sc_l, sc_k,
-                SOFTPLUS: tl.constexpr):
-    """u, delta + bias, delta', B, C, the decays a and the drive x of one block, (BLOCK_L, BLOCK_D) fp32."""
+def _cross_raw(u_ptr, dt_ptr, b_ptr, c_ptr, batch, k, p, offs_d, mask,
+               su_b, su_l, su_d, sdt_b, sdt_l, sdt_k, sdt_d, sb_b, sb_l, sb_k, sc_b, sc_l, sc_k):
+    """u, delta (before the bias), B and C of one block as stored, (BLOCK_L, BLOCK_D)."""
     pix = p[:, None]
     zero_d = (offs_d * 0)[None, :]  # B and C: one value per step, read by every lane (broadcast)
-    u = tl.load(u_ptr + batch * su_b + pix * su_l + offs_d[None, :] * su_d, mask=mask, other=0.0).to(tl.float32)
-    z = tl.load(dt_ptr + batch * sdt_b + pix * sdt_l + k * sdt_k + offs_d[None, :] * sdt_d, mask=mask,
-                other=0.0).to(tl.float32) + bias[None, :]
-    bv = tl.load(b_ptr + batch * sb_b + pix * sb_l + k * sb_k + zero_d, mask=mask, other=0.0).to(tl.float32)
-    cv = tl.load(c_ptr + batch * sc_b + pix * sc_l + k * sc_k + zero_d, mask=mask, other=0.0).to(tl.float32)
+    u = tl.load(u_ptr + batch * su_b + pix * su_l + offs_d[None, :] * su_d, mask=mask, other=0.0)
+    dt = tl.load(dt_ptr + batch * sdt_b + pix * sdt_l + k * sdt_k + offs_d[None, :] * sdt_d, mask=mask, other=0.0)
+    bv = tl.load(b_ptr + batch * sb_b + pix * sb_l + k * sb_k + zero_d, mask=mask, other=0.0)
+    cv = tl.load(c_ptr + batch * sc_b + pix * sc_l + k * sc_k + zero_d, mask=mask, other=0.0)
+    return u, dt, bv, cv
+
+
+@triton.jit
+def _cross_math(u, dt, bv, cv, mask, bias, A, SOFTPLUS: tl.constexpr):
+    """From a block's loads: u, delta + bias, delta', B, C, the decays a and the drive x, (BLOCK_L, BLOCK_D) fp32."""
+    u = u.to(tl.float32)
+    z = dt.to(tl.float32) + bias[None, :]
+    bv = bv.to(tl.float32)
+    cv = cv.to(tl.float32)
     delta = _delta(z, mask, SOFTPLUS)
     a = tl.exp(delta * A[None, :])
     return u, z, delta, bv, cv, a, delta * u * bv
+
+
+@triton.jit
+def _cross_load(u_ptr, dt_ptr, b_ptr, c_ptr, batch, k, p, offs_d, mask, bias, A,
+                su_b, su_l, su_d, sdt_b, sdt_l, sdt_k, sdt_d, sb_b, sb_l, sb_k, sc_b, sc_l, sc_k,
+                SOFTPLUS: tl.constexpr):
+    """``_cross_math`` of ``_cross_raw``: one block loaded and prepared."""
+    u, dt, bv, cv = _cross_raw(u_ptr, dt_ptr, b_ptr, c_ptr, batch, k, p, offs_d, mask,
+                               su_b, su_l, su_d, sdt_b, sdt_l, sdt_k, sdt_d, sb_b, sb_l, sb_k, sc_b, sc_l, sc_k)
+    return _cross_math(u, dt, bv, cv, mask, bias, A, SOFTPLUS)
 
 
 @triton.jit
@@ -96,11 +118,20 @@ def _cross_fwd_chunk_kernel(
     h = tl.zeros([BLOCK_D], dtype=tl.float32)
     decay = tl.full([BLOCK_D], 1.0, dtype=tl.float32)
     first = chunk * blocks_per_chunk
-    last = tl.minimum(first + blocks_per_chunk, tl.cdiv(length, BLOCK_L))
+    n_blocks = tl.cdiv(length, BLOCK_L)
+    last = tl.minimum(first + blocks_per_chunk, n_blocks)
+    # the next block's loads are issued before this block is solved (registers double-buffered)
+    p, mask = _cross_tile(first * BLOCK_L + offs_l, k, length, height, width, offs_d, dim)
+    nxt = _cross_raw(u_ptr, dt_ptr, b_ptr, b_ptr, batch, k, p, offs_d, mask,
+                     su_b, su_l, su_d, sdt_b, sdt_l, sdt_k, sdt_d, sb_b, sb_l, sb_k, sb_b, sb_l, sb_k)
     for i in tl.range(first, last, num_stages=STAGES):
         p, mask = _cross_tile(i * BLOCK_L + offs_l, k, length, height, width, offs_d, dim)
-        tiles = _cross_load(u_ptr, dt_ptr, b_ptr, b_ptr, batch, k, p, offs_d, mask, bias, A,
-                            su_b, su_l, su_d, sdt_b, sdt_l, sdt_k, sdt_d, sb_b, sb_l, sb_k, sb_b, sb_l, sb_k, SOFTPLUS)
+        u, dt, bv, _ = nxt
+        p_n, mask_n = _cross_tile(tl.minimum(i + 1, n_blocks - 1) * BLOCK_L + offs_l, k, length, height, width,
+                                  offs_d, dim)
+        nxt = _cross_raw(u_ptr, dt_ptr, b_ptr, b_ptr, batch, k, p_n, offs_d, mask_n,
+                         su_b, su_l, su_d, sdt_b, sdt_l, sdt_k, sdt_d, sb_b, sb_l, sb_k, sb_b, sb_l, sb_k)
+        tiles = _cross_math(u, dt, bv, bv, mask, bias, A, SOFTPLUS)
         a, x = tiles[5], tiles[6]
         a_cum, hs = tl.associative_scan((a, x), axis=0, combine_fn=_combine)
         h = _last_row(hs + a_cum * h[None, :], offs_l, BLOCK_L)
@@ -134,12 +165,18 @@ def _cross_fwd_kernel(
         h = _fold_chunks(decay_ptr, end_ptr, ((batch * 4 + k) * n_chunks) * dim + offs_d, dim, mask_d, 0, chunk,
                          False, BLOCK_D)
         first = chunk * blocks_per_chunk
+        p, mask = _cross_tile(first * BLOCK_L + offs_l, k, length, height, width, offs_d, dim)
+        nxt = _cross_raw(u_ptr, dt_ptr, b_ptr, c_ptr, batch, k, p, offs_d, mask,
+                         su_b, su_l, su_d, sdt_b, sdt_l, sdt_k, sdt_d, sb_b, sb_l, sb_k, sc_b, sc_l, sc_k)
         for i in tl.range(first, tl.minimum(first + blocks_per_chunk, n_blocks), num_stages=STAGES):
             tl.store(carry + i * dim, h, mask=mask_d)
             p, mask = _cross_tile(i * BLOCK_L + offs_l, k, length, height, width, offs_d, dim)
-            u, _, _, _, cv, a, x = _cross_load(u_ptr, dt_ptr, b_ptr, c_ptr, batch, k, p, offs_d, mask, bias, A,
-                                               su_b, su_l, su_d, sdt_b, sdt_l, sdt_k, sdt_d, sb_b, sb_l, sb_k,
-                                               sc_b, sc_l, sc_k, SOFTPLUS)
+            u, dt, bv, cv = nxt
+            p_n, mask_n = _cross_tile(tl.minimum(i + 1, n_blocks - 1) * BLOCK_L + offs_l, k, length, height, width,
+                                      offs_d, dim)
+            nxt = _cross_raw(u_ptr, dt_ptr, b_ptr, c_ptr, batch, k, p_n, offs_d, mask_n,
+                             su_b, su_l, su_d, sdt_b, sdt_l, sdt_k, sdt_d, sb_b, sb_l, sb_k, sc_b, sc_l, sc_k)
+            u, _, _, _, cv, a, x = _cross_math(u, dt, bv, cv, mask, bias, A, SOFTPLUS)
             a_cum, hs = tl.associative_scan((a, x), axis=0, combine_fn=_combine)
             hs = hs + a_cum * h[None, :]
             y = hs * cv + dskip[None, :] * u
