@@ -257,6 +257,29 @@ def test_ss2d_launch_variants(tune, state, monkeypatch):
     check_ss2d(ss2d_inputs(height=5, width=4, dim=5, state=state))
 
 
+class _GridRecorder:
+    """Stands in for a Triton kernel and notes the grid of every launch."""
+
+    def __init__(self, kernel, grids: list) -> None:
+        self.kernel, self.grids = kernel, grids
+
+    def __getitem__(self, grid):
+        self.grids.append(grid)
+        return self.kernel[grid]
+
+
+@pytest.mark.parametrize("fwd,bwd", [(1, 3), (3, 2)])
+def test_ss2d_chunks_per_pass(fwd, bwd, monkeypatch):
+    # the forward and the backward split the 5 blocks of 4 steps into their own chunk counts
+    grids = {name: [] for name in ("_cross_fwd_kernel", "_cross_bwd_kernel")}
+    for name, seen in grids.items():
+        monkeypatch.setattr(triton_scan, name, _GridRecorder(getattr(triton_scan, name), seen))
+    monkeypatch.setattr(triton_scan, "tuning", triton_scan.Tuning(chunks=fwd, bwd_chunks=bwd))
+    check_ss2d(ss2d_inputs(height=5, width=4, dim=5))
+    assert {grid[2] for grid in grids["_cross_fwd_kernel"]} == {fwd}
+    assert {grid[2] for grid in grids["_cross_bwd_kernel"]} == {bwd}
+
+
 def test_ss2d_matches_torch_backend():
     check_ss2d(ss2d_inputs(height=6, width=7, dim=6, state=2), against=(ss2d_scan_reference, ss2d_scan_torch))
 

@@ -52,13 +52,15 @@ class Tuning:
     forward and backward (it is the checkpoint stride); a tile is block_d * next_pow2(N) rows by
     block_l steps. ``*_maxnreg``: register caps (0: none). ``cross_dirs``: directions
     per program of the SS2D core (4, 2 or 1; fewer means more programs and shorter chains, plus
-    a torch sum of 4 / cross_dirs output slots). ``prefetch``: the forward issues the loads of
-    the next block before solving the current one. ``per_thread``: the SS2D core with N = 1 runs
-    the one-channel-per-thread kernels (``triton_ss2d_kernels``; the default, ``False`` runs the
-    tiled ones); ``chunks``: those kernels split each sequence into this many chunks run in
-    parallel (a first pass per chunk, then each chunk from the folded state of the ones before it;
-    one direction per program); ``stages``: those kernels' block loops are software-pipelined over
-    this many stages (Triton's asynchronous copies of the next blocks' loads; 1: none).
+    a torch sum of 4 / cross_dirs output slots). ``prefetch``: the tiled forward issues the loads
+    of the next block before solving the current one (the per-thread forward always does).
+    ``per_thread``: the SS2D core with N = 1 runs the one-channel-per-thread kernels
+    (``triton_ss2d_kernels``; the default, ``False`` runs the tiled ones); ``chunks``: those kernels
+    split each sequence into this many chunks run in parallel (a first pass per chunk, then each
+    chunk from the folded state of the ones before it; one direction per program); ``bwd_chunks``:
+    the backward's count, when it should differ from the forward's; ``stages``: those kernels' block
+    loops are software-pipelined over this many stages (Triton's asynchronous copies of the next
+    blocks' loads; 1: none).
     ``narrow_slots`` (default on; ``False``: fp32 slots): when the SS2D core sums several output
     slots (y, and du in the backward), they are kept in the input's dtype when that is 16-bit (as
     the official code keeps each direction's output), then summed in fp32: half the slot traffic,
@@ -80,6 +82,7 @@ class Tuning:
     prefetch: bool | None = None
     per_thread: bool | None = None
     chunks: int | None = None
+    bwd_chunks: int | None = None
     stages: int | None = None
     narrow_slots: bool | None = None
 
@@ -100,22 +103,23 @@ class _Launch:
     dirs: int
     prefetch: bool
     per_thread: bool  # the cross core with N = 1: one channel per thread (``_cross_*_kernel``)
-    chunks: int = 1   # per_thread: parallel chunks of each sequence
+    chunks: int = 1   # per_thread: parallel chunks of each sequence in the forward
     stages: int = 1   # per_thread: software-pipelining stages of the block loops
     narrow: bool = False  # the cross core's output slots in a 16-bit input's dtype (``Tuning.narrow_slots``)
+    bwd_chunks: int = 1  # per_thread: the same in the backward
 
     def as_list(self) -> list[int]:
         """The plan as the ops take it (a register cap of None as 0)."""
         return [int(v or 0) for v in (self.block_n, self.block_l, self.fwd_block_d, self.fwd_warps, self.bwd_block_d,
                                       self.bwd_warps, self.fwd_maxnreg, self.bwd_maxnreg, self.dirs, self.prefetch,
-                                      self.per_thread, self.chunks, self.stages, self.narrow)]
+                                      self.per_thread, self.chunks, self.stages, self.narrow, self.bwd_chunks)]
 
     @staticmethod
     def from_list(plan: list[int]) -> "_Launch":
         (block_n, block_l, fwd_d, fwd_warps, bwd_d, bwd_warps, fwd_cap, bwd_cap, dirs, prefetch, per_thread, chunks,
-         stages, narrow) = plan
+         stages, narrow, bwd_chunks) = plan
         return _Launch(block_n, block_l, fwd_d, fwd_warps, bwd_d, bwd_warps, fwd_cap or None, bwd_cap or None, dirs,
-                       bool(prefetch), bool(per_thread), chunks, stages, bool(narrow))
+                       bool(prefetch), bool(per_thread), chunks, stages, bool(narrow), bwd_chunks)
 
 
 # The launch plan is worked out in traced Python (see the module's docstring), without asking the
@@ -204,19 +208,23 @@ def _per_thread_config(batch: int, length: int, group_dim: int, block_l: int) ->
     fwd_d, bwd_d = tuning.fwd_block_d or block_d, tuning.bwd_block_d or block_d
     n_blocks = _cdiv(length, block_l)
     programs = batch * _cdiv(group_dim, max(fwd_d, bwd_d))  # per direction and chunk
-    chunks = 1
-    while chunks < 16 and programs * 4 * chunks * 2 <= 48 * _SMS:
-        chunks *= 2
-    chunks = min(n_blocks, tuning.chunks or chunks)
-    if chunks > 1:
+    rule = 1
+    while rule < 16 and programs * 4 * rule * 2 <= 48 * _SMS:
+        rule *= 2
+
+    def chunk_count(chosen: int | None) -> int:
+        chunks = min(n_blocks, chosen or tuning.chunks or rule)
+        return _cdiv(n_blocks, _cdiv(n_blocks, chunks))  # no empty chunk
+
+    chunks, bwd_chunks = chunk_count(None), chunk_count(tuning.bwd_chunks)
+    if max(chunks, bwd_chunks) > 1:
         dirs = 1
-        chunks = _cdiv(n_blocks, _cdiv(n_blocks, chunks))  # no empty chunk
     else:
         target = 1 if _INTERPRET else 8 * _SMS
         dirs = tuning.cross_dirs or _split_dirs(programs, target)
     return _Launch(1, block_l, fwd_d, tuning.fwd_warps or 1, bwd_d, tuning.bwd_warps or 1,
                    tuning.fwd_maxnreg or None, tuning.bwd_maxnreg or None, dirs, False, True, chunks,
-                   tuning.stages or 1, tuning.narrow_slots is not False)
+                   tuning.stages or 1, tuning.narrow_slots is not False, bwd_chunks)
 
 
 def _alloc(shape, device: torch.device, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -275,7 +283,7 @@ class _Problem:
     @property
     def stat_rows(self) -> int:
         """Partial sums of dA, dD, d_bias: one row per batch element (and chunk, per-thread kernels)."""
-        return self.batch * (self.launch.chunks if self.launch.per_thread else 1)
+        return self.batch * (self.launch.bwd_chunks if self.launch.per_thread else 1)
 
     def grid(self, block_d: int) -> tuple[int, int]:
         return _cdiv(self.group_dim, block_d), self.batch * (self.slots if self.cross else self.groups)
@@ -338,7 +346,7 @@ def _forward(pb: _Problem, u, delta, A, B, C, D, bias) -> tuple[Tensor, Tensor]:
     y, slot_stride = pb.output(u)
     carry = _alloc(pb.carry_shape(), device)
     if lc.per_thread:
-        per_chunk, decay, end = _chunking(pb, device)
+        per_chunk, decay, end = _chunking(pb, lc.chunks, device)
         strides = (u.stride(0), u.stride(1), u.stride(2), *_cross_dir_strides(delta), *_cross_dir_strides(B)[:3])
         grid = (*pb.grid(lc.fwd_block_d), lc.chunks)
         if lc.chunks > 1:
@@ -384,14 +392,14 @@ def _backward(pb: _Problem, dy, u, delta, A, B, C, D, bias, carry):
     dD = _alloc(stats, device)
     dbias = _alloc(stats, device)
     if lc.per_thread:
-        per_chunk, decay, end = _chunking(pb, device)
-        grid = (*pb.grid(lc.bwd_block_d), lc.chunks)
+        per_chunk, decay, end = _chunking(pb, lc.bwd_chunks, device)
+        grid = (*pb.grid(lc.bwd_block_d), lc.bwd_chunks)
         dir_strides = (*_cross_dir_strides(delta), *_cross_dir_strides(B)[:3], *_cross_dir_strides(C)[:3])
         dy_strides = (dy.stride(0), dy.stride(1), dy.stride(2))
-        if lc.chunks > 1:
+        if lc.bwd_chunks > 1:
             _cross_bwd_chunk_kernel[grid](
                 delta, A, C, bias if bias is not None else A, dy, decay, end,
-                pb.group_dim, pb.length, pb.height, pb.width, per_chunk, lc.chunks,
+                pb.group_dim, pb.length, pb.height, pb.width, per_chunk, lc.bwd_chunks,
                 *_cross_dir_strides(delta), *_cross_dir_strides(C)[:3], *dy_strides,
                 SOFTPLUS=pb.softplus, HAS_BIAS=bias is not None, BLOCK_D=lc.bwd_block_d, BLOCK_L=lc.block_l,
                 STAGES=lc.stages, num_warps=lc.bwd_warps,
@@ -399,7 +407,7 @@ def _backward(pb: _Problem, dy, u, delta, A, B, C, D, bias, carry):
         _cross_bwd_kernel[grid](
             u, delta, A, B, C, D if D is not None else A, bias if bias is not None else A, carry, dy,
             du, ddelta, dB, dC, dA, dD, dbias, decay, end,
-            pb.group_dim, pb.length, pb.height, pb.width, per_chunk, lc.chunks,
+            pb.group_dim, pb.length, pb.height, pb.width, per_chunk, lc.bwd_chunks,
             u.stride(0), u.stride(1), u.stride(2), *dir_strides, *dy_strides, slot_stride, *du.stride()[1:],
             *_cross_dir_strides(ddelta), dB.stride(0), dB.stride(1), dB.stride(2), dB.stride(3),
             DIRS=lc.dirs, SOFTPLUS=pb.softplus, HAS_D=D is not None, HAS_BIAS=bias is not None,
@@ -422,10 +430,9 @@ def _backward(pb: _Problem, dy, u, delta, A, B, C, D, bias, carry):
     return du, ddelta, dA, dB, dC, dD, dbias
 
 
-def _chunking(pb: _Problem, device: torch.device) -> tuple[int, Tensor, Tensor]:
-    """The per-thread kernels' blocks per chunk, and buffers for every chunk's (decay, end),
-    (B, 4, chunks, D) each (a placeholder when there is one chunk)."""
-    chunks = pb.launch.chunks
+def _chunking(pb: _Problem, chunks: int, device: torch.device) -> tuple[int, Tensor, Tensor]:
+    """The per-thread kernels' blocks per chunk (of ``chunks``: the forward's or the backward's), and
+    buffers for every chunk's (decay, end), (B, 4, chunks, D) each (a placeholder when there is one chunk)."""
     shape = (pb.batch, pb.groups, chunks, pb.group_dim) if chunks > 1 else (1,)
     return _cdiv(pb.blocks, chunks), _alloc(shape, device), _alloc(shape, device)
 
