@@ -1,6 +1,6 @@
 """Launch configurations of the fused SS2D core, timed at the four stage shapes of tiny_0230s.
 
-    python benchmarks/sweep_core.py [--out sweep.json] [--batch 32] [--family all|per-thread|tiled]   # on a GPU
+    python benchmarks/sweep_core.py [--out sweep.json] [--batch 32] [--family all|per-thread|tiled] [--chunks]  # GPU
 
 For every configuration (``triton_scan.Tuning``: the one-channel-per-thread kernels' steps per block,
 chunks, pipelining stages and output-slot precision; the tiled kernels' warps, steps per block, channels
@@ -43,7 +43,7 @@ def core_inputs(batch: int, side: int, dim: int, device: torch.device) -> dict:
     A = -torch.rand(4 * dim, 1, device=device) - 0.5
     Ds = torch.ones(4 * dim, device=device)
     return dict(u=flat, delta=dts.contiguous(), A=A, B=Bs, C=Cs, D=Ds, bias=bias, height=side, width=side,
-                dy=torch.randn(batch, side * side, dim, device=device))
+                dy=torch.randn(batch, side * side, dim, device=device, dtype=torch.bfloat16))  # as y under autocast
 
 
 def time_config(cfg: dict, data: dict, eager: bool = False) -> dict:
@@ -79,11 +79,16 @@ def main() -> None:
     p.add_argument("--family", choices=("all", "per-thread", "tiled"), default="all",
                    help="the one-channel-per-thread kernels, the tiled ones, or both (the defaults are always timed)")
     p.add_argument("--eager", action="store_true", help="time eager calls (host overhead included), not graph replays")
+    p.add_argument("--chunks", action="store_true",
+                   help="only the per-thread kernels' chunk counts 2-24, powers of two or not (the same count at every "
+                        "shape; forward and backward are timed apart, so each pass's best count per shape shows)")
     args = p.parse_args()
     device = torch.device("cuda")
     data = {s: core_inputs(args.batch, s[0], s[1], device) for s in SHAPES}
     configs = [{}, {"per_thread": False}]
-    lanes = args.family in ("all", "per-thread")
+    lanes = args.family in ("all", "per-thread") and not args.chunks
+    counts = (2, 3, 4, 5, 6, 7, 8, 10, 12, 13, 14, 16, 20, 24) if args.chunks else ()
+    configs += [dict(chunks=chunks) for chunks in counts]
     # 16 steps per block spill in the backward and 1 chunk is slow (BENCHMARKS.md): not swept again
     for block_l, chunks in itertools.product((4, 8) if lanes else (), (2, 4, 8, 16)):
         configs.append(dict(block_l=block_l, chunks=chunks))
@@ -93,7 +98,7 @@ def main() -> None:
         configs.append(dict(narrow_slots=False, stages=stages))
     for warps in (2, 4) if lanes else ():  # more channels per program
         configs.append(dict(fwd_block_d=32 * warps, bwd_block_d=32 * warps, fwd_warps=warps, bwd_warps=warps))
-    tiled = args.family in ("all", "tiled")
+    tiled = args.family in ("all", "tiled") and not args.chunks
     for warps, block_l, block_d in itertools.product((1, 2, 4) if tiled else (), (16, 32, 64, 128), (8, 16, 32)):
         per_thread = block_l * block_d / (32 * warps)
         if 2 <= per_thread <= 32:
