@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from ..ops.selective_scan import ss2d_scan
 from .config import resolve_dt_rank
-from .layers import DropPath, conv1x1_nhwc, conv_nhwc, inverse_softplus
+from .layers import DropPath, conv1x1_nhwc, depthwise_conv_nhwc, inverse_softplus
 
 
 class SS2D(nn.Module):
@@ -49,7 +49,7 @@ class SS2D(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.in_proj(x)
-        x = F.silu(conv_nhwc(self.conv2d, x))
+        x = F.silu(depthwise_conv_nhwc(x, self.conv2d.weight))
         y = ss2d_scan(
             x, self.x_proj_weight, self.dt_projs_weight, self.dt_projs_bias, self.A_logs, self.Ds,
             backend=self.scan_backend,
@@ -100,8 +100,7 @@ class MultiScaleMlp(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = F.gelu(self.fc1(x))
         weight = self.merged_kernel()
-        x = F.conv2d(x.permute(0, 3, 1, 2), weight.to(x.dtype), padding=weight.shape[-1] // 2, groups=weight.shape[0])
-        return self.fc2(x.permute(0, 2, 3, 1))
+        return self.fc2(depthwise_conv_nhwc(x, weight.to(x.dtype)))
 
 
 class VSSBlock(nn.Module):
@@ -170,7 +169,7 @@ class PatchExpand(nn.Module):
         """(B, H, W, C) -> (B, H, W, scale, scale, out_dim): every sub-pixel's channels, before the shuffle."""
         x = conv1x1_nhwc(self.proj, x)
         x = self.bn(x.permute(0, 3, 1, 2))
-        x = conv_nhwc(self.dwconv, F.relu(x).permute(0, 2, 3, 1))
+        x = depthwise_conv_nhwc(F.relu(x).permute(0, 2, 3, 1), self.dwconv.weight, self.dwconv.bias)
         b, h, w, _ = x.shape
         return x.reshape(b, h, w, self.scale, self.scale, self.out_dim)
 

@@ -23,6 +23,50 @@ def conv1x1_nhwc(conv: nn.Conv2d, x: Tensor) -> Tensor:
     return F.linear(x, conv.weight.flatten(1), conv.bias)
 
 
+class _DepthwiseConv(torch.autograd.Function):
+    """A depth-wise convolution, stride 1, zero "same" padding, odd square kernel; the backward takes the
+    input gradient as a forward convolution of the output gradient with the kernel flipped in both axes
+    (the same map for such a convolution): cuDNN's forward kernels for channel-last depth-wise
+    convolutions beat its input-gradient kernels of the same shape. Weight and bias gradients are
+    cuDNN's. x, weight, bias in one dtype (``depthwise_conv_nhwc`` casts as autocast would)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=weight.shape[0])
+
+    @staticmethod
+    def backward(ctx, dy: Tensor):
+        x, weight = ctx.saved_tensors
+        pad, groups = weight.shape[-1] // 2, weight.shape[0]
+        dx = dw = db = None
+        if ctx.needs_input_grad[0]:
+            dx = F.conv2d(dy, weight.flip(-1, -2), padding=pad, groups=groups)
+        if ctx.needs_input_grad[1] or (ctx.has_bias and ctx.needs_input_grad[2]):
+            _, dw, db = torch.ops.aten.convolution_backward(
+                dy, x, weight, [groups] if ctx.has_bias else None, [1, 1], [pad, pad], [1, 1], False, [0, 0], groups,
+                [False, ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]],
+            )
+        return dx, dw, db
+
+
+def depthwise_conv_nhwc(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``F.conv2d(x, weight, bias, padding=k // 2, groups=C)`` on a channel-last (B, H, W, C) tensor,
+    returned channel-last; weight (C, 1, k, k) with k odd. Under autocast the operands are cast to
+    autocast's dtype first, as autocast casts a convolution's, and the convolution runs outside it."""
+    channels, _, k, k2 = weight.shape
+    if k != k2 or k % 2 == 0 or weight.shape[1] != 1 or x.shape[-1] != channels:
+        raise ValueError(f"depthwise_conv_nhwc: needs a (C, 1, k, k) kernel with k odd for a (..., C) input, "
+                         f"got weight {tuple(weight.shape)} for input {tuple(x.shape)}")
+    device = x.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+    with torch.autocast(device, enabled=False):
+        y = _DepthwiseConv.apply(x.to(dtype).permute(0, 3, 1, 2), weight.to(dtype),
+                                 None if bias is None else bias.to(dtype))
+    return y.permute(0, 2, 3, 1)
+
+
 def drop_path(x: Tensor, rate: float, training: bool) -> Tensor:
     """Stochastic depth per sample, scaled by 1/keep (timm's DropPath with scale_by_keep)."""
     if rate == 0.0 or not training:
