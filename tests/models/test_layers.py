@@ -1,10 +1,15 @@
-"""The depth-wise convolution with its own backward against ``F.conv2d``'s autograd."""
+"""The depth-wise convolution with its own backward (the default on CUDA, forced here) against
+``F.conv2d``'s autograd."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from msvmunet.models.layers import depthwise_conv_nhwc
+from msvmunet.models import layers
+
+
+def depthwise_conv_nhwc(x, weight, bias=None):
+    return layers.depthwise_conv_nhwc(x, weight, bias, flipped_dgrad=True)
 
 
 def reference(x, weight, bias):
@@ -60,8 +65,16 @@ def test_depthwise_conv_only_needed_gradients():
 
 @pytest.mark.parametrize("shape", [(4, 1, 2, 2), (4, 2, 3, 3), (5, 1, 3, 3)], ids=["even", "grouped", "channels"])
 def test_depthwise_conv_rejects_other_kernels(shape):
-    with pytest.raises(ValueError, match="depthwise_conv_nhwc"):
-        depthwise_conv_nhwc(torch.randn(1, 4, 4, 4), torch.randn(*shape))
+    for flipped in (True, False):
+        with pytest.raises(ValueError, match="depthwise_conv_nhwc"):
+            layers.depthwise_conv_nhwc(torch.randn(1, 4, 4, 4), torch.randn(*shape), flipped_dgrad=flipped)
+
+
+def test_depthwise_conv_plain_path():
+    # the default off CUDA: F.conv2d itself
+    torch.manual_seed(4)
+    x, weight, bias = torch.randn(2, 5, 6, 4), torch.randn(4, 1, 5, 5), torch.randn(4)
+    torch.testing.assert_close(layers.depthwise_conv_nhwc(x, weight, bias), reference(x, weight, bias))
 
 
 def test_depthwise_conv_compiles_without_graph_breaks():
