@@ -23,18 +23,28 @@ def conv1x1_nhwc(conv: nn.Conv2d, x: Tensor) -> Tensor:
     return F.linear(x, conv.weight.flatten(1), conv.bias)
 
 
+def _dw_conv(x: Tensor, weight: Tensor, bias: Tensor | None, flip: bool) -> Tensor:
+    """The depth-wise convolution of a channel-last (B, H, W, C) map with "same" padding (cuDNN, on
+    the channels-last view), the kernel turned by 180 degrees when ``flip``."""
+    if flip:
+        weight = weight.flip(-1, -2)
+    k = weight.shape[-1]
+    return F.conv2d(x.permute(0, 3, 1, 2), weight, bias, padding=k // 2, groups=weight.shape[0]).permute(0, 2, 3, 1)
+
+
 class _DepthwiseConv(torch.autograd.Function):
-    """A depth-wise convolution, stride 1, zero "same" padding, odd square kernel; the backward takes the
-    input gradient as a forward convolution of the output gradient with the kernel flipped in both axes
-    (the same map for such a convolution): cuDNN's forward kernels for channel-last depth-wise
-    convolutions beat its input-gradient kernels of the same shape. Weight and bias gradients are
-    cuDNN's. x, weight, bias in one dtype (``depthwise_conv_nhwc`` casts as autocast would)."""
+    """A depth-wise convolution, stride 1, zero "same" padding, odd square kernel, on channel-last
+    maps; the backward takes the input gradient as a forward convolution of the output gradient with
+    the kernel flipped in both axes (the same map for such a convolution): cuDNN's forward kernels for
+    channel-last depth-wise convolutions beat its input-gradient kernels of the same shape. Weight and
+    bias gradients are cuDNN's. x, weight, bias in one dtype (``depthwise_conv_nhwc`` casts as
+    autocast would)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        return F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=weight.shape[0])
+        return _dw_conv(x, weight, bias, False)
 
     @staticmethod
     def backward(ctx, dy: Tensor):
@@ -42,10 +52,11 @@ class _DepthwiseConv(torch.autograd.Function):
         pad, groups = weight.shape[-1] // 2, weight.shape[0]
         dx = dw = db = None
         if ctx.needs_input_grad[0]:
-            dx = F.conv2d(dy, weight.flip(-1, -2), padding=pad, groups=groups)
+            dx = _dw_conv(dy, weight, None, True)
         if ctx.needs_input_grad[1] or (ctx.has_bias and ctx.needs_input_grad[2]):
             _, dw, db = torch.ops.aten.convolution_backward(
-                dy, x, weight, [groups] if ctx.has_bias else None, [1, 1], [pad, pad], [1, 1], False, [0, 0], groups,
+                dy.permute(0, 3, 1, 2), x.permute(0, 3, 1, 2), weight, [groups] if ctx.has_bias else None, [1, 1],
+                [pad, pad], [1, 1], False, [0, 0], groups,
                 [False, ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]],
             )
         return dx, dw, db
@@ -67,13 +78,10 @@ def depthwise_conv_nhwc(x: Tensor, weight: Tensor, bias: Tensor | None = None,
                          f"got weight {tuple(weight.shape)} for input {tuple(x.shape)}")
     device = x.device.type
     if not (device == "cuda" if flipped_dgrad is None else flipped_dgrad):
-        y = F.conv2d(x.permute(0, 3, 1, 2), weight, bias, padding=k // 2, groups=channels)
-        return y.permute(0, 2, 3, 1)
+        return _dw_conv(x, weight, bias, False)
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
     with torch.autocast(device, enabled=False):
-        y = _DepthwiseConv.apply(x.to(dtype).permute(0, 3, 1, 2), weight.to(dtype),
-                                 None if bias is None else bias.to(dtype))
-    return y.permute(0, 2, 3, 1)
+        return _DepthwiseConv.apply(x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype))
 
 
 def drop_path(x: Tensor, rate: float, training: bool) -> Tensor:
