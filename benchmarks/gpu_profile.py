@@ -1,6 +1,13 @@
-"""Where the time of a training step (or inference) goes on a GPU: top kernels and launch count.
+"""Where the time of a training step (or inference) goes on a GPU: top kernels, launch count, and
+how much of the step the GPU sits between kernels.
 
     python benchmarks/gpu_profile.py --batch 32 --backend triton [--mode infer] [--out prof.txt]
+    python benchmarks/gpu_profile.py --compile --cuda-graph    # the step as `msvmunet benchmark` times it
+
+The summary line counts device activities (kernels, copies, memsets) per step, their summed
+duration ("busy"), the span from the first start to the last end divided by the steps ("span"),
+and the idle time between consecutive activities ("idle" = the gaps, which with a CUDA graph are
+the per-kernel launch latency and the ramp of each kernel), with a histogram of kernel durations.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from msvmunet import create_model
 from msvmunet.cli.benchmark import set_scan_tuning
+from msvmunet.engine.benchmark import capture_graph
 from msvmunet.engine.inference import autocast_context
 from msvmunet.engine.losses import DiceCELoss
 
@@ -27,6 +35,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--rows", type=int, default=40)
     p.add_argument("--compile", action="store_true", help="profile torch.compile(model) (and of the loss)")
+    p.add_argument("--cuda-graph", action="store_true",
+                   help="profile replays of the whole step captured in a CUDA graph (as `msvmunet benchmark --cuda-graph`)")
     p.add_argument("--scan-tuning", nargs="+", default=[], metavar="FIELD=VALUE",
                    help="Triton scan launch parameters, as for `msvmunet benchmark --scan-tuning`")
     p.add_argument("--out", default=None)
@@ -41,22 +51,25 @@ def main() -> None:
     y = torch.randint(0, 9, (args.batch, args.size, args.size), device=dev)
     net = torch.compile(model) if args.compile else model
     crit = torch.compile(DiceCELoss()) if args.compile else DiceCELoss()  # as the benchmark and trainer do
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True, capturable=args.cuda_graph)
+    model.train(args.mode == "train")
 
     def step():
         if args.mode == "train":
-            model.train()
-            with autocast_context(dev, args.precision):
+            with autocast_context(dev, args.precision, cache=not args.cuda_graph):
                 out = net(x)
             loss = crit(out, y)
-            opt.zero_grad(set_to_none=True)
+            if not args.cuda_graph:
+                opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
         else:
-            model.eval()
-            with torch.inference_mode(), autocast_context(dev, args.precision):
+            with torch.inference_mode(), autocast_context(dev, args.precision, cache=not args.cuda_graph):
                 net(x)
 
+    if args.cuda_graph:
+        before = (lambda: opt.zero_grad(set_to_none=True)) if args.mode == "train" else None
+        step = capture_graph(step, dev, before_capture=before)
     for _ in range(5):
         step()
     torch.cuda.synchronize()
@@ -65,18 +78,37 @@ def main() -> None:
             step()
         torch.cuda.synchronize()
     events = prof.key_averages()
-    kernels = sum(e.count for e in prof.events() if e.device_type.name == "CUDA") / args.steps
-    total = sum(e.self_device_time_total for e in events) / args.steps / 1e3
+    timeline = device_timeline(prof, args.steps)
     table = events.table(sort_by="self_device_time_total", row_limit=args.rows, max_name_column_width=70)
     scans = [e for e in prof.key_averages(group_by_input_shape=True) if e.key.startswith("msvmunet::")]
     scan_rows = "\n".join(f"{e.key:<20} {e.count // args.steps:3d} calls/step  {e.device_time_total / args.steps / 1e3:8.3f} ms/step"
                           f"  {str(e.input_shapes)[:90]}" for e in sorted(scans, key=lambda e: -e.device_time_total))
-    text = (f"{args.mode}, batch {args.batch}, backend {args.backend}, compile {args.compile}: {kernels:.0f} kernels "
-            f"per step, {total:.2f} ms device time per step\n{table}\nscan ops by shape:\n{scan_rows}\n")
+    text = (f"{args.mode}, batch {args.batch}, backend {args.backend}, compile {args.compile}, "
+            f"CUDA graph {args.cuda_graph}: {timeline}\n{table}\nscan ops by shape:\n{scan_rows}\n")
     print(text)
     if args.out:
         with open(args.out, "w") as f:
             f.write(text)
+
+
+def device_timeline(prof, steps: int) -> str:
+    """Per step: device activities, their summed duration, the span they cover, the gaps between
+    them, and how many kernels fall into each duration bin."""
+    spans = sorted((e.time_range.start, e.time_range.end) for e in prof.events() if e.device_type.name == "CUDA")
+    if not spans:
+        return "no device activity recorded"
+    busy = sum(end - start for start, end in spans)
+    idle, last = 0.0, spans[0][1]
+    for start, end in spans[1:]:
+        idle += max(0.0, start - last)
+        last = max(last, end)
+    bins = [(0, 5), (5, 10), (10, 20), (20, 50), (50, 100), (100, float("inf"))]
+    hist = ", ".join(f"{lo}-{hi if hi != float('inf') else ''} us: {sum(lo <= e - s < hi for s, e in spans) / steps:.0f}"
+                     for lo, hi in bins)
+    span = spans[-1][1] - spans[0][0]
+    return (f"{len(spans) / steps:.0f} device activities per step, busy {busy / steps / 1e3:.2f} ms, "
+            f"span {span / steps / 1e3:.2f} ms, idle between them {idle / steps / 1e3:.2f} ms per step; "
+            f"durations per step: {hist}")
 
 
 if __name__ == "__main__":

@@ -32,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scan-tuning", nargs="+", default=[], metavar="FIELD=VALUE",
                         help="launch parameters of the Triton scan (msvmunet.ops.selective_scan.triton_scan.Tuning), "
                              "e.g. per_thread=0 (tiled kernels) or chunks=4 block_l=8")
+    parser.add_argument("--inductor", nargs="+", default=[], metavar="FIELD=VALUE",
+                        help="with --compile: inductor settings (fields of torch._inductor.config), e.g. "
+                             "combo_kernels=1 or coordinate_descent_tuning=1; not with --compile-mode")
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
@@ -44,6 +47,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.scan_tuning:
         set_scan_tuning(args.scan_tuning)
+    options = inductor_options(args.inductor) if args.inductor else None
+    if options and (not args.compile or args.compile_mode):
+        from ..errors import ConfigError
+
+        raise ConfigError("--inductor takes effect with --compile and without --compile-mode (torch.compile takes "
+                          "either a mode or options)")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     precision = args.precision or ("bf16" if device.startswith("cuda") else "fp32")
     modes = ("train", "infer") if args.mode == "both" else (args.mode,)
@@ -54,13 +63,13 @@ def run(args: argparse.Namespace) -> int:
     for batch in args.batch:
         for r in benchmark(args.model, device=device, batch=batch, size=args.size, num_classes=args.classes,
                            precision=precision, backend=args.backend, modes=modes, compile=args.compile,
-                           compile_mode=args.compile_mode, cuda_graph=args.cuda_graph, warmup=args.warmup, repeats=args.repeats):
+                           compile_mode=args.compile_mode, compile_options=options, cuda_graph=args.cuda_graph, warmup=args.warmup, repeats=args.repeats):
             print(r.row())
             rows.append(r)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"device": name, "precision": precision, "backend": args.backend, "model": args.model,
-                       "size": args.size, "results": results_dict(rows)}, f, indent=1)
+                       "size": args.size, "inductor": options or {}, "results": results_dict(rows)}, f, indent=1)
     return 0
 
 
@@ -87,3 +96,28 @@ def set_scan_tuning(items: list[str]) -> None:
             raise ConfigError(f"--scan-tuning {item!r}: {key} takes a whole number")
     triton_scan.tuning = triton_scan.Tuning(**values)
     print(f"scan tuning: {triton_scan.tuning}")
+
+
+def inductor_options(items: list[str]) -> dict[str, bool | int | float | str]:
+    """``FIELD=VALUE`` strings -> inductor options, each value parsed as the type of the setting's default."""
+    from torch._inductor import config
+
+    from ..errors import ConfigError
+
+    options: dict[str, bool | int | float | str] = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        default = getattr(config, key, None) if key and "." not in key else None
+        if not value or not isinstance(default, (bool, int, float, str)):
+            raise ConfigError(f"--inductor {item!r}: expected FIELD=VALUE with FIELD a bool, number or text setting "
+                              "of torch._inductor.config (e.g. combo_kernels=1)")
+        try:
+            if isinstance(default, bool):
+                if value.lower() not in ("0", "1", "true", "false"):
+                    raise ValueError(value)
+                options[key] = value.lower() in ("1", "true")
+            else:
+                options[key] = type(default)(value)
+        except ValueError:
+            raise ConfigError(f"--inductor {item!r}: {key} takes a value of type {type(default).__name__}") from None
+    return options

@@ -77,6 +77,7 @@ def benchmark(
     modes: tuple[str, ...] = ("train", "infer"),
     compile: bool = False,
     compile_mode: str | None = None,
+    compile_options: dict[str, Any] | None = None,
     cuda_graph: bool = False,
     warmup: int = 5,
     repeats: int = 20,
@@ -86,7 +87,8 @@ def benchmark(
 
     ``cuda_graph``: capture the whole step (training: forward, loss, backward and the fused AdamW
     step) in a CUDA graph and time its replays; ``compile``: ``torch.compile(model, mode=compile_mode)``,
-    and the loss compiled the same way (as the trainer does with ``compile``).
+    and the loss compiled the same way (as the trainer does with ``compile``); ``compile_options``:
+    inductor settings for ``torch.compile(options=...)`` (not together with ``compile_mode``).
     """
     dev = torch.device(device)
     torch.manual_seed(seed)
@@ -95,13 +97,19 @@ def benchmark(
     model = create_model(model_name, num_classes=num_classes, scan_backend=backend).to(dev)
     x = torch.rand(batch, 1, size, size, device=dev) * 2 - 1
     y = torch.randint(0, num_classes, (batch, size, size), device=dev)
+    if compile_mode is not None and compile_options:
+        raise ValueError("benchmark: give compile_mode or compile_options, not both (torch.compile takes one)")
+
+    def compiled(module: torch.nn.Module) -> torch.nn.Module:
+        return torch.compile(module, mode=compile_mode, options=compile_options or None) if compile else module
+
     results = []
     graphed = cuda_graph and dev.type == "cuda"
     suffix = ("+compile" if compile else "") + ("+graph" if graphed else "")
     if "train" in modes:
         model.train()
-        net = torch.compile(model, mode=compile_mode) if compile else model
-        criterion = torch.compile(DiceCELoss(), mode=compile_mode) if compile else DiceCELoss()
+        net = compiled(model)
+        criterion = compiled(DiceCELoss())
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-3, fused=dev.type == "cuda",
                                 capturable=graphed)
 
@@ -121,7 +129,7 @@ def benchmark(
         del opt
     if "infer" in modes:
         model.eval()
-        net = torch.compile(model, mode=compile_mode) if compile else model
+        net = compiled(model)
 
         def forward() -> torch.Tensor:
             with torch.inference_mode(), autocast_context(dev, precision, cache=not graphed):
