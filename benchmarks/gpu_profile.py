@@ -2,9 +2,10 @@
 how much of the step the GPU sits between kernels.
 
     python benchmarks/gpu_profile.py --batch 32 --backend triton [--mode infer] [--out prof.txt]
-    python benchmarks/gpu_profile.py --compile --cuda-graph    # the step as `msvmunet benchmark` times it
+    python benchmarks/gpu_profile.py --compile --cuda-graph [--inductor combo_kernels=1] [--trace step.json.gz]
 
-The summary line counts device activities (kernels, copies, memsets) per step, their summed
+The summary line gives the step time (median of 20 unprofiled steps, as `msvmunet benchmark` times
+it) and peak memory, then counts device activities (kernels, copies, memsets) per step, their summed
 duration ("busy"), the span from the first start to the last end divided by the steps ("span"),
 and the idle time between consecutive activities ("idle" = the gaps, which with a CUDA graph are
 the per-kernel launch latency and the ramp of each kernel), with a histogram of kernel durations.
@@ -19,7 +20,8 @@ from torch.profiler import ProfilerActivity, profile
 
 from msvmunet import create_model
 from msvmunet.cli.benchmark import set_scan_tuning
-from msvmunet.engine.benchmark import capture_graph
+from msvmunet.cli.benchmark import inductor_options
+from msvmunet.engine.benchmark import capture_graph, time_ms
 from msvmunet.engine.inference import autocast_context
 from msvmunet.engine.losses import DiceCELoss
 
@@ -39,6 +41,9 @@ def main() -> None:
                    help="profile replays of the whole step captured in a CUDA graph (as `msvmunet benchmark --cuda-graph`)")
     p.add_argument("--scan-tuning", nargs="+", default=[], metavar="FIELD=VALUE",
                    help="Triton scan launch parameters, as for `msvmunet benchmark --scan-tuning`")
+    p.add_argument("--inductor", nargs="+", default=[], metavar="FIELD=VALUE",
+                   help="inductor settings with --compile, as for `msvmunet benchmark --inductor`")
+    p.add_argument("--trace", default=None, help="also write a Chrome trace of the profiled steps (.json or .json.gz)")
     p.add_argument("--out", default=None)
     args = p.parse_args()
 
@@ -49,8 +54,9 @@ def main() -> None:
     model = create_model(args.model, num_classes=9, scan_backend=args.backend).to(dev)
     x = torch.rand(args.batch, 1, args.size, args.size, device=dev) * 2 - 1
     y = torch.randint(0, 9, (args.batch, args.size, args.size), device=dev)
-    net = torch.compile(model) if args.compile else model
-    crit = torch.compile(DiceCELoss()) if args.compile else DiceCELoss()  # as the benchmark and trainer do
+    options = inductor_options(args.inductor) or None
+    net = torch.compile(model, options=options) if args.compile else model
+    crit = torch.compile(DiceCELoss(), options=options) if args.compile else DiceCELoss()  # as the benchmark does
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True, capturable=args.cuda_graph)
     model.train(args.mode == "train")
 
@@ -67,24 +73,27 @@ def main() -> None:
             with torch.inference_mode(), autocast_context(dev, args.precision, cache=not args.cuda_graph):
                 net(x)
 
+    torch.cuda.reset_peak_memory_stats(dev)
     if args.cuda_graph:
         before = (lambda: opt.zero_grad(set_to_none=True)) if args.mode == "train" else None
         step = capture_graph(step, dev, before_capture=before)
-    for _ in range(5):
-        step()
-    torch.cuda.synchronize()
+    step_ms = time_ms(step, dev, warmup=5, repeats=20)  # median, as `msvmunet benchmark` times it
+    peak = torch.cuda.max_memory_allocated(dev) / 2**30
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True) as prof:
         for _ in range(args.steps):
             step()
         torch.cuda.synchronize()
     events = prof.key_averages()
     timeline = device_timeline(prof, args.steps)
+    if args.trace:
+        prof.export_chrome_trace(args.trace)
     table = events.table(sort_by="self_device_time_total", row_limit=args.rows, max_name_column_width=70)
     scans = [e for e in prof.key_averages(group_by_input_shape=True) if e.key.startswith("msvmunet::")]
     scan_rows = "\n".join(f"{e.key:<20} {e.count // args.steps:3d} calls/step  {e.device_time_total / args.steps / 1e3:8.3f} ms/step"
                           f"  {str(e.input_shapes)[:90]}" for e in sorted(scans, key=lambda e: -e.device_time_total))
     text = (f"{args.mode}, batch {args.batch}, backend {args.backend}, compile {args.compile}, "
-            f"CUDA graph {args.cuda_graph}: {timeline}\n{table}\nscan ops by shape:\n{scan_rows}\n")
+            f"CUDA graph {args.cuda_graph}, inductor {options or {}}: step {step_ms:.2f} ms (median of 20, unprofiled), "
+            f"peak {peak:.2f} GiB; {timeline}\n{table}\nscan ops by shape:\n{scan_rows}\n")
     print(text)
     if args.out:
         with open(args.out, "w") as f:
