@@ -90,6 +90,8 @@ def benchmark(
     and the loss compiled the same way (as the trainer does with ``compile``); ``compile_options``:
     inductor settings for ``torch.compile(options=...)`` (not together with ``compile_mode``).
     """
+    if compile_mode is not None and compile_options:
+        raise ValueError("benchmark: give compile_mode or compile_options, not both (torch.compile takes one)")
     dev = torch.device(device)
     torch.manual_seed(seed)
     if dev.type == "cuda":
@@ -97,8 +99,6 @@ def benchmark(
     model = create_model(model_name, num_classes=num_classes, scan_backend=backend).to(dev)
     x = torch.rand(batch, 1, size, size, device=dev) * 2 - 1
     y = torch.randint(0, num_classes, (batch, size, size), device=dev)
-    if compile_mode is not None and compile_options:
-        raise ValueError("benchmark: give compile_mode or compile_options, not both (torch.compile takes one)")
 
     def compiled(module: torch.nn.Module) -> torch.nn.Module:
         return torch.compile(module, mode=compile_mode, options=compile_options or None) if compile else module
