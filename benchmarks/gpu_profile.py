@@ -114,7 +114,7 @@ def device_timeline(prof, steps: int) -> str:
     bins = [(0, 5), (5, 10), (10, 20), (20, 50), (50, 100), (100, float("inf"))]
     hist = ", ".join(f"{lo}-{hi if hi != float('inf') else ''} us: {sum(lo <= e - s < hi for s, e in spans) / steps:.0f}"
                      for lo, hi in bins)
-    span = spans[-1][1] - spans[0][0]
+    span = last - spans[0][0]  # to the latest end (the last to start need not end last)
     return (f"{len(spans) / steps:.0f} device activities per step, busy {busy / steps / 1e3:.2f} ms, "
             f"span {span / steps / 1e3:.2f} ms, idle between them {idle / steps / 1e3:.2f} ms per step; "
             f"durations per step: {hist}")
