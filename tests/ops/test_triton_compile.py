@@ -17,11 +17,14 @@ import json, sys
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
+from msvmunet.ops import dice_ce
 from msvmunet.ops.selective_scan import triton_kernels, triton_ss2d_kernels
 
-POINTERS = {"u_ptr": "*bf16", "dt_ptr": "*bf16", "b_ptr": "*bf16", "c_ptr": "*bf16", "ddt_ptr": "*bf16"}
+POINTERS = {"u_ptr": "*bf16", "dt_ptr": "*bf16", "b_ptr": "*bf16", "c_ptr": "*bf16", "ddt_ptr": "*bf16",
+            "x_ptr": "*bf16", "dx_ptr": "*bf16", "t_ptr": "*i64"}
+MODULES = {"_cross": triton_ss2d_kernels, "_dice": dice_ce}
 for name, constexprs, warps in json.loads(sys.argv[1]):
-    fn = getattr(triton_ss2d_kernels if name.startswith("_cross") else triton_kernels, name)
+    fn = getattr(next((m for p, m in MODULES.items() if name.startswith(p)), triton_kernels), name)
     constexprs = {k: v for k, v in constexprs.items() if k in fn.arg_names}
     signature = {a: "constexpr" if a in constexprs else (POINTERS.get(a, "*fp32") if a.endswith("_ptr") else "i32")
                  for a in fn.arg_names}
@@ -46,6 +49,8 @@ KERNELS = [
     ("_cross_fwd_kernel", dict(COMMON, STAGES=3, DIRS=1, BLOCK_D=32, BLOCK_L=4), 1),
     ("_cross_bwd_chunk_kernel", dict(COMMON, STAGES=3, BLOCK_D=32, BLOCK_L=4), 1),
     ("_cross_bwd_kernel", dict(COMMON, STAGES=3, DIRS=1, BLOCK_D=32, BLOCK_L=4), 1),
+    ("_dice_ce_stats_kernel", dict(C=9, CP=16, BLOCK=128), 8),
+    ("_dice_ce_grad_kernel", dict(C=9, CP=16, BLOCK=128), 8),
 ]
 
 
