@@ -183,7 +183,7 @@ def _train(config: TrainConfig, resume, info: DistInfo) -> Path:
     # model, optimiser ------------------------------------------------------------------------
     model = build_model(config, num_classes).to(device)
     criterion = DiceCELoss(config.ce_weight, config.dice_weight)
-    if config.compile and device.type == "cuda":  # the loss's element-wise work fuses too
+    if config.compile and device.type == "cuda":  # the torch form (no Triton) fuses; the Triton form is two kernels either way
         criterion = torch.compile(criterion)
     # a CUDA graph bakes in plain numbers: the learning rate lives in a tensor the scheduler updates in place
     lr = torch.tensor(config.lr, device=device) if use_graph else config.lr
