@@ -20,7 +20,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from msvmunet import create_model
 from msvmunet.cli.benchmark import set_scan_tuning
-from msvmunet.cli.benchmark import inductor_options
+from msvmunet.engine.compiling import parse_inductor_items
 from msvmunet.engine.benchmark import capture_graph, time_ms
 from msvmunet.engine.inference import autocast_context
 from msvmunet.engine.losses import DiceCELoss
@@ -54,7 +54,7 @@ def main() -> None:
     model = create_model(args.model, num_classes=9, scan_backend=args.backend).to(dev)
     x = torch.rand(args.batch, 1, args.size, args.size, device=dev) * 2 - 1
     y = torch.randint(0, 9, (args.batch, args.size, args.size), device=dev)
-    options = inductor_options(args.inductor) or None
+    options = parse_inductor_items(args.inductor) or None
     net = torch.compile(model, options=options) if args.compile else model
     crit = torch.compile(DiceCELoss(), options=options) if args.compile else DiceCELoss()  # as the benchmark does
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True, capturable=args.cuda_graph)

@@ -44,10 +44,11 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..engine.benchmark import benchmark, results_dict
+    from ..engine.compiling import parse_inductor_items
 
     if args.scan_tuning:
         set_scan_tuning(args.scan_tuning)
-    options = inductor_options(args.inductor) if args.inductor else None
+    options = parse_inductor_items(args.inductor) if args.inductor else None
     if options and (not args.compile or args.compile_mode):
         from ..errors import ConfigError
 
@@ -96,28 +97,3 @@ def set_scan_tuning(items: list[str]) -> None:
             raise ConfigError(f"--scan-tuning {item!r}: {key} takes a whole number")
     triton_scan.tuning = triton_scan.Tuning(**values)
     print(f"scan tuning: {triton_scan.tuning}")
-
-
-def inductor_options(items: list[str]) -> dict[str, bool | int | float | str]:
-    """``FIELD=VALUE`` strings -> inductor options, each value parsed as the type of the setting's default."""
-    from torch._inductor import config
-
-    from ..errors import ConfigError
-
-    options: dict[str, bool | int | float | str] = {}
-    for item in items:
-        key, _, value = item.partition("=")
-        default = getattr(config, key, None) if key and "." not in key else None
-        if not value or not isinstance(default, (bool, int, float, str)):
-            raise ConfigError(f"--inductor {item!r}: expected FIELD=VALUE with FIELD a bool, number or text setting "
-                              "of torch._inductor.config (e.g. combo_kernels=1)")
-        try:
-            if isinstance(default, bool):
-                if value.lower() not in ("0", "1", "true", "false"):
-                    raise ValueError(value)
-                options[key] = value.lower() in ("1", "true")
-            else:
-                options[key] = type(default)(value)
-        except ValueError:
-            raise ConfigError(f"--inductor {item!r}: {key} takes a value of type {type(default).__name__}") from None
-    return options

@@ -44,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             kwargs.update(nargs=2, type=float, metavar=("BETA1", "BETA2"))
         elif f.name == "val_cases":
             kwargs["type"] = _cases
+        elif f.name == "inductor":
+            kwargs.update(nargs="*", metavar="FIELD=VALUE")
         elif f.name == "model_options":
             kwargs["type"] = json.loads
             kwargs["metavar"] = "JSON"
@@ -68,10 +70,13 @@ def _cases(text: str):
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..engine.compiling import parse_inductor_items
     from ..engine.config import TrainConfig, resolve_config
     from ..engine.trainer import train
 
     names = [f.name for f in dataclasses.fields(TrainConfig)]
+    if args.inductor is not None:  # FIELD=VALUE items replace the default settings; none: inductor's own
+        args.inductor = parse_inductor_items(args.inductor)
     config = resolve_config(args.preset, args.config, **{n: getattr(args, n) for n in names})
     run_dir = train(config, resume=args.resume)
     print(f"run folder: {run_dir}")

@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
+from .compiling import TRAIN_INDUCTOR, check_inductor_options
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 
@@ -63,6 +64,10 @@ class TrainConfig:
     compile: bool = _opt(
         False, "on CUDA, compile the model with torch.compile (minutes once, then faster steps: fused "
                "LayerNorms, casts and element-wise operations); ignored on CPU")
+    inductor: dict[str, Any] = _opt(
+        dict(TRAIN_INDUCTOR), "with compile: inductor settings for torch.compile (fields of torch._inductor.config); "
+                              "the default autotunes the launch configurations of the fused element-wise and "
+                              "reduction kernels (a longer first compilation, a faster step); {} for inductor's own")
     cuda_graph: bool = _opt(
         True, "on one CUDA GPU, replay the whole training step from a CUDA graph (much faster; the last partial "
               "batch of each epoch is dropped); ignored on CPU, under torchrun or with fp16")
@@ -82,6 +87,7 @@ class TrainConfig:
             raise ConfigError(f"freeze_encoder_epochs must be >= 0, got {self.freeze_encoder_epochs}")
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
             raise ConfigError(f"steps_per_epoch must be >= 1, got {self.steps_per_epoch}")
+        self.inductor = check_inductor_options(self.inductor or {}, "inductor")
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)

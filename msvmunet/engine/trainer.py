@@ -184,7 +184,7 @@ def _train(config: TrainConfig, resume, info: DistInfo) -> Path:
     model = build_model(config, num_classes).to(device)
     criterion = DiceCELoss(config.ce_weight, config.dice_weight)
     if config.compile and device.type == "cuda":  # the torch form (no Triton) fuses; the Triton form is two kernels either way
-        criterion = torch.compile(criterion)
+        criterion = torch.compile(criterion, options=config.inductor or None)
     # a CUDA graph bakes in plain numbers: the learning rate lives in a tensor the scheduler updates in place
     lr = torch.tensor(config.lr, device=device) if use_graph else config.lr
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, betas=config.betas, eps=config.eps,
@@ -249,7 +249,7 @@ def _train(config: TrainConfig, resume, info: DistInfo) -> Path:
                 if info.enabled:
                     wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
                 if config.compile and device.type == "cuda":
-                    wrapped = torch.compile(wrapped)
+                    wrapped = torch.compile(wrapped, options=config.inductor or None)
                 runner = StepRunner(wrapped, criterion, optimizer, scaler, device, precision, use_graph)
             sampler.set_epoch(epoch)
             model.train()
