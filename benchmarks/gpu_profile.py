@@ -20,10 +20,8 @@ from torch.profiler import ProfilerActivity, profile
 
 from msvmunet import create_model
 from msvmunet.cli.benchmark import set_scan_tuning
+from msvmunet.engine.benchmark import make_step, time_ms
 from msvmunet.engine.compiling import parse_inductor_items
-from msvmunet.engine.benchmark import capture_graph, time_ms
-from msvmunet.engine.inference import autocast_context
-from msvmunet.engine.losses import DiceCELoss
 
 
 def main() -> None:
@@ -55,28 +53,9 @@ def main() -> None:
     x = torch.rand(args.batch, 1, args.size, args.size, device=dev) * 2 - 1
     y = torch.randint(0, 9, (args.batch, args.size, args.size), device=dev)
     options = parse_inductor_items(args.inductor) or None
-    net = torch.compile(model, options=options) if args.compile else model
-    crit = torch.compile(DiceCELoss(), options=options) if args.compile else DiceCELoss()  # as the benchmark does
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True, capturable=args.cuda_graph)
-    model.train(args.mode == "train")
-
-    def step():
-        if args.mode == "train":
-            with autocast_context(dev, args.precision, cache=not args.cuda_graph):
-                out = net(x)
-            loss = crit(out, y)
-            if not args.cuda_graph:
-                opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        else:
-            with torch.inference_mode(), autocast_context(dev, args.precision, cache=not args.cuda_graph):
-                net(x)
-
     torch.cuda.reset_peak_memory_stats(dev)
-    if args.cuda_graph:
-        before = (lambda: opt.zero_grad(set_to_none=True)) if args.mode == "train" else None
-        step = capture_graph(step, dev, before_capture=before)
+    step = make_step(model, args.mode, x, y, args.precision, compile=args.compile, compile_options=options,
+                     cuda_graph=args.cuda_graph)  # the step `msvmunet benchmark` times
     step_ms = time_ms(step, dev, warmup=5, repeats=20)  # median, as `msvmunet benchmark` times it
     peak = torch.cuda.max_memory_allocated(dev) / 2**30
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True) as prof:

@@ -100,45 +100,60 @@ def benchmark(
     x = torch.rand(batch, 1, size, size, device=dev) * 2 - 1
     y = torch.randint(0, num_classes, (batch, size, size), device=dev)
 
-    def compiled(module: torch.nn.Module) -> torch.nn.Module:
-        return torch.compile(module, mode=compile_mode, options=compile_options or None) if compile else module
-
     results = []
     graphed = cuda_graph and dev.type == "cuda"
     suffix = ("+compile" if compile else "") + ("+graph" if graphed else "")
-    if "train" in modes:
-        model.train()
-        net = compiled(model)
-        criterion = compiled(DiceCELoss())
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-3, fused=dev.type == "cuda",
-                                capturable=graphed)
+    for mode in ("train", "infer"):
+        if mode in modes:
+            _reset(dev)
+            step = make_step(model, mode, x, y, precision, compile=compile, compile_mode=compile_mode,
+                             compile_options=compile_options, cuda_graph=graphed)
+            ms = time_ms(step, dev, warmup, repeats)
+            results.append(BenchResult(mode + suffix, batch, ms, batch / ms * 1e3, _peak(dev)))
+            del step  # the optimiser's state and the graph's buffers go with it
+    return results
 
-        def step() -> None:
-            with autocast_context(dev, precision, cache=not graphed):
-                logits = net(x)
-            loss = criterion(logits, y)
-            if not graphed:
-                opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
 
-        _reset(dev)
-        ms = time_ms(capture_graph(step, dev, before_capture=lambda: opt.zero_grad(set_to_none=True)) if graphed else step,
-                    dev, warmup, repeats)
-        results.append(BenchResult("train" + suffix, batch, ms, batch / ms * 1e3, _peak(dev)))
-        del opt
-    if "infer" in modes:
+def make_step(model: torch.nn.Module, mode: str, x: torch.Tensor, y: torch.Tensor, precision: str = "bf16", *,
+              compile: bool = False, compile_mode: str | None = None, compile_options: dict[str, Any] | None = None,
+              cuda_graph: bool = False) -> Callable[[], Any]:
+    """The unit that ``benchmark`` times (and ``benchmarks/gpu_profile.py`` profiles): for ``mode="train"``
+    one training step of ``model`` on ``(x, y)`` (forward under autocast, DiceCE loss, backward, AdamW; fused
+    on CUDA), for ``"infer"`` one forward under ``inference_mode``. ``compile``: the model and the loss
+    through ``torch.compile(mode=compile_mode, options=compile_options)``; ``cuda_graph``: the step captured
+    in a CUDA graph, the returned callable replaying it. Sets the model's train / eval mode."""
+    dev = x.device
+
+    def compiled(module: torch.nn.Module) -> torch.nn.Module:
+        return torch.compile(module, mode=compile_mode, options=compile_options or None) if compile else module
+
+    if mode == "infer":
         model.eval()
         net = compiled(model)
 
         def forward() -> torch.Tensor:
-            with torch.inference_mode(), autocast_context(dev, precision, cache=not graphed):
+            with torch.inference_mode(), autocast_context(dev, precision, cache=not cuda_graph):
                 return net(x)
 
-        _reset(dev)
-        ms = time_ms(capture_graph(forward, dev) if graphed else forward, dev, warmup, repeats)
-        results.append(BenchResult("infer" + suffix, batch, ms, batch / ms * 1e3, _peak(dev)))
-    return results
+        return capture_graph(forward, dev) if cuda_graph else forward
+    if mode != "train":
+        raise ValueError(f"make_step: mode is 'train' or 'infer', not {mode!r}")
+    model.train()
+    net = compiled(model)
+    criterion = compiled(DiceCELoss())
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-3, fused=dev.type == "cuda",
+                            capturable=cuda_graph)
+
+    def step() -> None:
+        with autocast_context(dev, precision, cache=not cuda_graph):
+            logits = net(x)
+        loss = criterion(logits, y)
+        if not cuda_graph:
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return capture_graph(step, dev, before_capture=lambda: opt.zero_grad(set_to_none=True)) if cuda_graph else step
 
 
 def capture_graph(fn: Callable[[], Any], device: torch.device, before_capture: Callable[[], Any] | None = None
