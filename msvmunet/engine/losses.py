@@ -5,6 +5,8 @@ the logits for the loss, one for its gradient); elsewhere as the torch ops below
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -27,18 +29,14 @@ def soft_dice_loss(logits: Tensor, target: Tensor, smooth: float = 1e-5) -> Tens
     return (1.0 - (2.0 * intersect + smooth) / (denom + smooth)).mean()
 
 
+@functools.cache
 def _fused_loss():
     """``dice_ce_loss_triton``, or None when Triton cannot be imported (looked up once)."""
-    if not _FUSED:
-        try:
-            from ..ops.dice_ce import dice_ce_loss_triton
-        except ImportError:
-            dice_ce_loss_triton = None
-        _FUSED.append(dice_ce_loss_triton)
-    return _FUSED[0]
-
-
-_FUSED: list = []
+    try:
+        from ..ops.dice_ce import dice_ce_loss_triton
+    except ImportError:
+        return None
+    return dice_ce_loss_triton
 
 
 class DiceCELoss(nn.Module):
