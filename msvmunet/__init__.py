@@ -3,6 +3,8 @@
 >>> import msvmunet
 >>> model = msvmunet.create_model("tiny_0230s", num_classes=9)
 >>> logits = model(images)          # (B, 1 or 3, H, W) -> (B, 9, H, W)
+>>> seg = msvmunet.Segmenter("final.pt", tta=True)
+>>> labels = seg(volume)             # (Z, H, W) raw intensities -> (Z, H, W) labels
 """
 
 __version__ = "0.1.0"
@@ -37,6 +39,7 @@ __all__ = [
     "MSVMUNet",
     "ModelConfig",
     "MsvmUnetError",
+    "Segmenter",
     "__version__",
     "count_parameters",
     "create_model",
@@ -50,3 +53,12 @@ __all__ = [
     "save_model",
     "to_official_state_dict",
 ]
+
+
+def __getattr__(name: str):
+    # The Segmenter lives in the engine, imported on first use so that ``import msvmunet`` stays light.
+    if name == "Segmenter":
+        from .engine.segmenter import Segmenter
+
+        return Segmenter
+    raise AttributeError(f"module 'msvmunet' has no attribute {name!r}")

@@ -1,35 +1,36 @@
-"""msvmunet predict: segment new NIfTI scans or 2-D images."""
+"""msvmunet predict: segment new NIfTI scans, DICOM series or 2-D images."""
 
 from __future__ import annotations
 
 import argparse
 
+from ._inference import add_inference_arguments, inference_options
+
 COMMAND = "predict"
-HELP = "segment NIfTI volumes (or PNG/JPEG images) with a trained checkpoint"
+HELP = "segment NIfTI volumes, DICOM series (or PNG/JPEG images) with trained checkpoints"
 DESCRIPTION = (
     "Apply the preprocessing stored in the checkpoint (intensity window, slicing axis, size), segment slice "
-    "by slice, and write label files with the input's affine and header: <stem>_seg.nii.gz for volumes, "
-    "<stem>_seg.png for images. INPUT may be files or folders."
+    "by slice, and write label files with the input's geometry: <stem>_seg.nii.gz for NIfTI volumes and "
+    "DICOM series (a folder holding one series), <stem>_seg.png (index values) and <stem>_seg_preview.png "
+    "(coloured) for images. INPUT may be files or folders. A failing input does not stop the others; the "
+    "failed ones are listed at the end (exit status 1)."
 )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="NIfTI/image files, or folders of them")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="NIfTI/image files, DICOM series folders, or folders of NIfTI/image files")
     parser.add_argument("-o", "--output", required=True,
                         help="output folder (or, for a single input, a file name ending .nii.gz / .png)")
-    parser.add_argument("--checkpoint", required=True, help="msvmunet checkpoint")
+    add_inference_arguments(parser)
     parser.add_argument("--overlay", default=None, metavar="DIR", help="also write overlay PNGs into DIR")
     parser.add_argument("--preprocessing", choices=("synapse", "acdc"), default=None,
                         help="for checkpoints without stored preprocessing (converted official ones)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp16", "fp32"))
-    parser.add_argument("--batch-size", type=int, default=32, help="slices per forward pass")
-    parser.add_argument("--backend", default="auto", help="selective-scan backend: auto, triton, torch")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..engine.predict import predict
 
     predict(args.checkpoint, args.inputs, args.output, overlay_dir=args.overlay, preprocessing=args.preprocessing,
-            device=args.device, precision=args.precision, batch_size=args.batch_size, backend=args.backend)
+            **inference_options(args))
     return 0

@@ -110,6 +110,19 @@ def nifti_shape(path: PathLike) -> tuple[int, ...]:
         raise DataError(f"{path}: unreadable NIfTI header ({err}); download or export it again") from err
 
 
+def read_image(path: PathLike) -> np.ndarray:
+    """A 2-D image as (H, W) float32 in [0, 1] (colour images are converted to grey)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert("I;16") if img.mode.startswith("I;16") else img.convert("L")
+            array = np.asarray(img, dtype=np.float32)
+    except (UnidentifiedImageError, OSError) as err:
+        raise DataError(f"{path}: unreadable image ({err}); save it again as PNG or JPEG") from err
+    return array / (65535.0 if array.max() > 255 else 255.0)
+
+
 def read_list(path: PathLike) -> list[str]:
     """The names in a list file: one per line; blank lines and ``#`` comments are skipped."""
     path = Path(path)

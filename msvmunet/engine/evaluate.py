@@ -5,11 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
-
 from ..errors import ConfigError
-from ..models.checkpoints import load_file, model_from_checkpoint
-from .inference import pick_device, predict_volume
+from .segmenter import PathLike, Segmenter, load_for_inference, network_size, resolve_classes  # noqa: F401
 
 PAPER_NAMES = {
     ("aorta", "gallbladder", "left_kidney", "right_kidney", "liver", "pancreas", "spleen", "stomach"): "SYNAPSE",
@@ -28,23 +25,8 @@ def label_set(class_names: Sequence[str]):
     return metrics.LabelSet(names=foreground, colors=metrics.default_colors(len(foreground)))
 
 
-def load_for_inference(checkpoint: str | Path, device: str | torch.device = "cpu", backend: str = "auto"):
-    """(model in eval mode on ``device``, the checkpoint dict) from an msvmunet checkpoint."""
-    obj = load_file(checkpoint)
-    model = model_from_checkpoint(obj, str(checkpoint)).eval().to(device)
-    model.set_scan_backend(backend)
-    return model, obj
-
-
-def network_size(ckpt: dict) -> int:
-    """The side the network was trained at (slices are resized to it): from the training configuration,
-    else the stored preprocessing, else the paper's 224."""
-    return int((ckpt.get("train_config") or {}).get("image_size") or (ckpt.get("preprocessing") or {}).get("size")
-               or 224)
-
-
 def evaluate(
-    checkpoint: str | Path,
+    checkpoint: PathLike | Sequence[PathLike],
     data: str | Path,
     *,
     output: str | Path = "runs/evaluation",
@@ -57,49 +39,58 @@ def evaluate(
     overlays: int = 3,
     boxplot: bool = True,
     backend: str = "auto",
+    tta: bool = False,
+    keep_largest: bool | str | Sequence[int | str] | None = None,
+    image_size: int | None = None,
     quiet: bool = False,
 ) -> dict[str, Any]:
     """Segment every volume of ``split`` slice by slice and measure it; write the reports.
 
-    Returns ``{protocol: Summary}``. Files: ``<output>/<protocol>/{cases.csv, summary.md, summary.json,
-    dice_boxplot.png}`` and ``<output>/overlays/<case>_z<k>.png`` for the first ``overlays`` cases.
+    ``checkpoint`` may be several files or a folder (an ensemble); ``tta`` and ``keep_largest`` as
+    :class:`Segmenter`. Returns ``{protocol: Summary}``, and with ``keep_largest`` also
+    ``{protocol + "_keep_largest": Summary}`` (the same predictions post-processed). Files:
+    ``<output>/<report>/{cases.csv, summary.md, summary.json, dice_boxplot.png}`` and
+    ``<output>/overlays/<case>_z<k>.png`` for the first ``overlays`` cases.
     """
     from .. import metrics
     from ..data import open_dataset
 
-    dev = pick_device(device)
-    model, ckpt = load_for_inference(checkpoint, dev, backend)
+    seg = Segmenter(checkpoint, device=device, tta=tta, precision=precision, batch_size=batch_size,
+                    backend=backend, image_size=image_size)
     dataset = open_dataset(data)
-    if dataset.num_classes != model.num_classes:
+    if dataset.num_classes != seg.num_classes:
         raise ConfigError(
-            f"{checkpoint} predicts {model.num_classes} classes but {data} has {dataset.num_classes}; "
+            f"{seg.paths[0]} predicts {seg.num_classes} classes but {data} has {dataset.num_classes}; "
             "evaluate on the dataset the model was trained for"
         )
-    size = network_size(ckpt)
+    seg.keep_largest = resolve_classes(keep_largest, dataset.class_names)
     labels = label_set(dataset.class_names)
-    aggregators = {p: metrics.Aggregator(labels.names, protocol=p) for p in protocols}
+    reports = [(p, p) for p in protocols] + [(f"{p}_keep_largest", p) for p in protocols if seg.keep_largest]
+    aggregators = {name: metrics.Aggregator(labels.names, protocol=p) for name, p in reports}
     output = Path(output)
     missing_spacing = []
     for i, volume in enumerate(dataset.volumes(split, cases=cases)):
-        pred = predict_volume(model, volume.image, size=size, batch_size=batch_size, precision=precision)
-        for protocol, agg in aggregators.items():
+        pred = seg.segment_prepared(volume.image, postprocess=False)
+        post = seg.postprocess(pred)
+        for name, agg in aggregators.items():
             spacing = None
-            if protocol == "strict":
+            if agg.protocol == "strict":
                 spacing = volume.spacing
                 if spacing is None:
                     spacing = 1.0
                     missing_spacing.append(volume.case)
-            agg.add_case(volume.case, pred, volume.label, spacing=spacing)
+            agg.add_case(volume.case, post if name.endswith("_keep_largest") else pred, volume.label, spacing=spacing)
         if i < overlays:
             metrics.save_case_overlays(output / "overlays", volume.case, volume.image, volume.label, pred, labels.colors)
         if not quiet:
             dice = aggregators[protocols[0]].cases[volume.case]
             print(f"{volume.case}: mean Dice {sum(r.dice for r in dice) / len(dice):.4f} ({protocols[0]})")
-    note = str(ckpt.get("selection") or "")
+    note = "; ".join(filter(None, [str(seg.checkpoint.get("selection") or ""), seg.describe()]))
     summaries = {}
     for protocol, agg in aggregators.items():
-        text = note
-        if protocol == "strict" and missing_spacing:
+        kept = f"largest component kept for classes {list(seg.keep_largest)}" if protocol.endswith("_keep_largest") else ""
+        text = "; ".join(filter(None, [note, kept]))
+        if agg.protocol == "strict" and missing_spacing:
             text += (f"{'; ' if text else ''}no voxel spacing stored for {len(set(missing_spacing))} case(s): "
                      "their distances are in voxels, not mm")
         metrics.write_report(output / protocol, agg, selection=text, boxplot=boxplot and _has_matplotlib())

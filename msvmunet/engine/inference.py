@@ -8,7 +8,7 @@ order 3), normalised, segmented, arg-maxed, and the labels resized back with nea
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -49,9 +49,34 @@ def _batches(n: int, size: int) -> Iterator[slice]:
         yield slice(start, min(start + size, n))
 
 
+# The mirrorings of test-time augmentation (nnU-Net's in 2-D): none, x (width), y (height), xy.
+MIRRORS: tuple[tuple[int, ...], ...] = ((), (-1,), (-2,), (-2, -1))
+NO_MIRRORS: tuple[tuple[int, ...], ...] = ((),)
+
+
+def mean_softmax(nets: Sequence[torch.nn.Module], x: torch.Tensor, mirrors: Sequence[tuple[int, ...]] = NO_MIRRORS,
+                 precision: str = "fp32") -> torch.Tensor:
+    """x: (B, 1, S, S) -> the softmax (B, C, S, S) float32 averaged over ``nets`` and ``mirrors``.
+
+    The mirrored copies go through each net in one batch of ``len(mirrors) * B`` images, so a
+    net runs once per call whatever the number of mirrorings.
+    """
+    batch = torch.cat([x.flip(dims) if dims else x for dims in mirrors]) if len(mirrors) > 1 else x
+    total = None
+    for net in nets:
+        with autocast_context(x.device, precision):
+            logits = net(batch)
+        probs = logits.float().softmax(1).split(x.shape[0])
+        for dims, p in zip(mirrors, probs):
+            p = p.flip(dims) if dims else p
+            total = p.clone() if total is None else total.add_(p)
+    assert total is not None
+    return total.div_(len(nets) * len(mirrors)) if len(nets) * len(mirrors) > 1 else total
+
+
 @torch.no_grad()
 def predict_volume(
-    model: torch.nn.Module,
+    model: torch.nn.Module | Sequence[torch.nn.Module],
     volume: np.ndarray,
     *,
     size: int = 224,
@@ -59,31 +84,45 @@ def predict_volume(
     precision: str = "auto",
     mean: float = 0.5,
     std: float = 0.5,
-) -> np.ndarray:
-    """volume: (D, H, W) float in [0, 1] -> labels (D, H, W) uint8 (int64 past 256 classes)."""
+    tta: bool = False,
+    probabilities: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """volume: (D, H, W) float in [0, 1] -> labels (D, H, W) uint8 (int64 past 256 classes).
+
+    ``model`` may be several nets (an ensemble: their softmax is averaged); ``tta`` averages over
+    the four mirrorings of :data:`MIRRORS`. ``batch_size`` counts the images of one forward pass,
+    mirrored copies included. With ``probabilities``, also the averaged softmax (D, C, H, W)
+    float32, resized back like the labels (nearest), so that the labels are its arg-max.
+    """
     if volume.ndim != 3:
         raise ValueError(f"predict_volume expects a (D, H, W) volume, got shape {volume.shape}")
-    net = unwrap(model)
-    device = next(net.parameters()).device
+    nets = [unwrap(m) for m in (model if isinstance(model, (list, tuple)) else [model])]
+    device = next(nets[0].parameters()).device
     precision = resolve_precision(precision, device)
-    was_training = net.training
-    net.eval()
+    mirrors = MIRRORS if tta else NO_MIRRORS
+    was_training = [net.training for net in nets]
+    for net in nets:
+        net.eval()
     depth, height, width = volume.shape
-    num_classes = net.num_classes
+    num_classes = nets[0].num_classes
     out = np.zeros(volume.shape, dtype=np.uint8 if num_classes <= 256 else np.int64)
+    probs_out = np.zeros((depth, num_classes, height, width), np.float32) if probabilities else None
     scale_in = (size / height, size / width)
     scale_out = (height / size, width / size)
     resize = (height, width) != (size, size)
     try:
-        for chunk in _batches(depth, batch_size):
+        for chunk in _batches(depth, max(1, batch_size // len(mirrors))):
             slices = volume[chunk].astype(np.float32, copy=False)
             if resize:
                 slices = np.stack([zoom(s, scale_in, order=3) for s in slices])
             x = torch.from_numpy((slices - mean) / std).unsqueeze(1).to(device, non_blocking=True)
-            with autocast_context(device, precision):
-                logits = net(x)
-            labels = logits.argmax(1).cpu().numpy()
+            probs = mean_softmax(nets, x, mirrors, precision)
+            labels = probs.argmax(1).cpu().numpy()
             out[chunk] = np.stack([zoom(l, scale_out, order=0) for l in labels]) if resize else labels
+            if probs_out is not None:
+                p = probs.cpu().numpy()
+                probs_out[chunk] = np.stack([zoom(q, (1, *scale_out), order=0) for q in p]) if resize else p
     finally:
-        net.train(was_training)
-    return out
+        for net, mode in zip(nets, was_training):
+            net.train(mode)
+    return (out, probs_out) if probs_out is not None else out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import re
 from pathlib import Path
 from typing import Any, Mapping
@@ -105,11 +106,21 @@ def load_file(path: str | os.PathLike) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated zip, pickle with code, not a torch file ...
-        raise CheckpointError(
-            f"cannot read checkpoint {path}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}. "
-            "The file may be truncated or not a PyTorch checkpoint; checkpoints that need arbitrary "
-            "pickled objects are refused (weights_only=True) - re-save the state dict with torch.save."
-        ) from err
+        raise CheckpointError(f"{path}: {_unreadable_reason(path, err)}") from None
+
+
+def _unreadable_reason(path: Path, err: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in our words (never PyTorch's advice to
+    load it unsafely)."""
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+    if isinstance(err, pickle.UnpicklingError) and found:
+        return (f"not an msvmunet checkpoint: it holds a pickled Python object ({found.group(1)}), not only tensors "
+                "and plain values; re-save only the state dict with torch.save(model.state_dict(), ...)")
+    with open(path, "rb") as f:
+        zipped = f.read(4) == b"PK\x03\x04"
+    if zipped:
+        return "a damaged or truncated PyTorch checkpoint (copy or download it again)"
+    return "not an msvmunet/PyTorch checkpoint (give the .pt file that training or 'msvmunet convert' wrote)"
 
 
 def _as_obj(path_or_obj: Any) -> tuple[Any, str]:

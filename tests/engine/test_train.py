@@ -110,7 +110,7 @@ def test_resume_refuses_another_model_and_corrupt_files(tiny_phantom, tmp_path):
     with pytest.raises(CheckpointError, match=r"another model configuration \(decoder\.depths"):
         train(other, resume=True)
     (run / "last.pt").write_bytes(b"\x00" * 100)
-    with pytest.raises(CheckpointError, match="truncated or not a PyTorch checkpoint"):
+    with pytest.raises(CheckpointError, match="not an msvmunet/PyTorch checkpoint"):
         train(quick_config(tiny_phantom, run, epochs=2), resume=True)
     with pytest.raises(CheckpointError, match="not found"):
         train(quick_config(tiny_phantom, tmp_path / "empty", epochs=2), resume=True)
