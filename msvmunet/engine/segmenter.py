@@ -272,9 +272,10 @@ class Segmenter:
 
             raw, affine, header = read_nifti(path, with_header=True)
         elif kind == "dicom":
-            from ..data.dicom import read_dicom_series
+            from ..data.dicom import nifti_header, read_dicom_series
 
-            (raw, affine), header = read_dicom_series(path), None
+            raw, affine = read_dicom_series(path)
+            header = nifti_header(affine)
         else:
             raise DataError(f"{path}: not a NIfTI (.nii, .nii.gz), image (.png, .jpg, ...) or DICOM series folder")
         prep = self.preprocessing

@@ -31,3 +31,14 @@ def quick_config(data, output, **overrides):
                   eval_batch_size=8, seed=3)
     values.update(overrides)
     return resolve_config("demo", **values)
+
+
+def nano_checkpoint(path, seed: int = 0, num_classes: int = 9, **extra):
+    """An untrained ``nano`` checkpoint (``extra``: stored values such as ``preprocessing``), for mechanics."""
+    import torch
+
+    from msvmunet import create_model, save_model
+
+    torch.manual_seed(seed)
+    save_model(create_model("nano", num_classes=num_classes), path, **extra)
+    return path

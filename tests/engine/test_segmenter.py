@@ -8,18 +8,14 @@ import pytest
 import torch
 
 import msvmunet
-from msvmunet import CheckpointError, ConfigError, create_model, save_model
+from msvmunet import CheckpointError, ConfigError
 from msvmunet.cli import main
 from msvmunet.data import synapse_preprocessing
 from msvmunet.engine import Segmenter, evaluate, keep_largest_component, predict, predict_volume
 
+from .conftest import nano_checkpoint
+
 SIZE = 32
-
-
-def _save(path, seed: int, **extra):
-    torch.manual_seed(seed)
-    save_model(create_model("nano", num_classes=9), path, **extra)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +23,9 @@ def ckpts(tmp_path_factory):
     """Two untrained nano checkpoints at 32 x 32 with Synapse preprocessing, and a 'converted' one (none)."""
     folder = tmp_path_factory.mktemp("ckpts")
     prep = synapse_preprocessing(SIZE).to_dict()
-    a = _save(folder / "ensemble" / "a.pt", 0, preprocessing=prep)
-    b = _save(folder / "ensemble" / "b.pt", 1, preprocessing=prep)
-    bare = _save(folder / "converted.pt", 2, source="converted from official checkpoint x.pth")
+    a = nano_checkpoint(folder / "ensemble" / "a.pt", 0, preprocessing=prep)
+    b = nano_checkpoint(folder / "ensemble" / "b.pt", 1, preprocessing=prep)
+    bare = nano_checkpoint(folder / "converted.pt", 2, source="converted from official checkpoint x.pth")
     return a, b, bare
 
 
@@ -121,12 +117,11 @@ def test_an_ensemble_averages_its_members_and_of_one_checkpoint_equals_it(ckpts)
 
 def test_an_ensemble_refuses_members_that_differ(ckpts, tmp_path):
     a = ckpts[0]
-    acdc_like = _save(tmp_path / "other.pt", 5, preprocessing=synapse_preprocessing(64).to_dict())
+    acdc_like = nano_checkpoint(tmp_path / "other.pt", 5, preprocessing=synapse_preprocessing(64).to_dict())
     with pytest.raises(ConfigError, match=r"a\.pt and .*other\.pt differ in network size \(32 vs 64\)"):
         Segmenter([a, acdc_like], device="cpu")
-    torch.manual_seed(0)
-    save_model(create_model("nano", num_classes=4), tmp_path / "four.pt",
-               preprocessing=synapse_preprocessing(SIZE).to_dict() | {"class_names": ["b", "x", "y", "z"]})
+    nano_checkpoint(tmp_path / "four.pt", num_classes=4,
+                    preprocessing=synapse_preprocessing(SIZE).to_dict() | {"class_names": ["b", "x", "y", "z"]})
     with pytest.raises(ConfigError, match=r"a\.pt and .*four\.pt differ in classes \(9 vs 4\)"):
         Segmenter([a, tmp_path / "four.pt"], device="cpu")
 
