@@ -27,6 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--lightning", action="store_true",
         help="with --to official: wrap as a Lightning checkpoint ({'state_dict': {'_model.' + key: ...}})",
     )
+    parser.add_argument("--preprocessing", choices=("synapse", "acdc"), default=None,
+                        help="with --to msvmunet: store this preprocessing (with --image-size), so that predict "
+                             "and evaluate need no flags")
+    parser.add_argument("--image-size", type=int, default=None, metavar="S",
+                        help="with --preprocessing: the network input side the model was trained at (224 in the paper)")
     parser.add_argument("--force", action="store_true", help="overwrite OUTPUT if it exists")
 
 
@@ -39,9 +44,16 @@ def run(args: argparse.Namespace) -> int:
         raise CLIError(f"{args.output} exists; pass --force to overwrite it")
     if args.lightning and args.to != "official":
         raise CLIError("--lightning only applies with --to official")
+    if (args.preprocessing is None) != (args.image_size is None) or (args.preprocessing and args.to != "msvmunet"):
+        raise CLIError("--preprocessing and --image-size go together, with --to msvmunet "
+                       "(e.g. --preprocessing synapse --image-size 224)")
     if args.to == "msvmunet":
+        from ..engine.segmenter import preset_preprocessing
+
+        extra = {"preprocessing": preset_preprocessing(args.preprocessing, args.image_size).to_dict()} \
+            if args.preprocessing else {}
         model = from_official_checkpoint(args.input)
-        save_model(model, args.output, source=f"converted from official checkpoint {args.input.name}")
+        save_model(model, args.output, source=f"converted from official checkpoint {args.input.name}", **extra)
         cfg = model.config
         print(f"wrote {args.output}: encoder embed {cfg.encoder.embed_dim}, depths {list(cfg.encoder.depths)}, "
               f"decoder depths {list(cfg.decoder.depths)}, d_state {cfg.encoder.d_state}, {cfg.num_classes} classes")

@@ -101,16 +101,23 @@ def _short(value: Any) -> str:
     return str(value)
 
 
+def preset_preprocessing(name: str, size: int):
+    """The preprocessing of a published dataset (``"synapse"`` or ``"acdc"``) at network size ``size``."""
+    from ..data.preprocessing import acdc_preprocessing, synapse_preprocessing
+
+    presets = {"synapse": synapse_preprocessing, "acdc": acdc_preprocessing}
+    if name not in presets:
+        raise ConfigError(f"unknown preprocessing {name!r}; use one of {sorted(presets)}")
+    return presets[name](size)
+
+
 def _preprocessing(stored: dict | None, override: Any, size: int):
-    from ..data.preprocessing import Preprocessing, acdc_preprocessing, synapse_preprocessing
+    from ..data.preprocessing import Preprocessing
 
     if isinstance(override, Preprocessing):
         return override
     if override:
-        presets = {"synapse": synapse_preprocessing, "acdc": acdc_preprocessing}
-        if override not in presets:
-            raise ConfigError(f"unknown preprocessing {override!r}; use one of {sorted(presets)}")
-        return presets[override](size)
+        return preset_preprocessing(override, size)
     return Preprocessing.from_dict(stored) if stored else None
 
 

@@ -213,3 +213,17 @@ def test_a_file_that_is_no_checkpoint_is_named_as_such(tmp_path, capsys):
         assert main(["predict", str(scan), "-o", str(tmp_path / "o"), "--checkpoint", str(path)]) == 1
         err = capsys.readouterr().err
         assert words in err and "weights_only" not in err and "trust" not in err
+
+
+def test_convert_can_store_the_preprocessing_and_size(tmp_path, capsys):
+    from msvmunet import create_model, to_official_state_dict
+
+    official = tmp_path / "official.pth"
+    torch.save(to_official_state_dict(create_model("nano", num_classes=9)), official)
+    assert main(["convert", str(official), str(tmp_path / "a.pt"), "--preprocessing", "synapse"]) == 1
+    assert "--preprocessing and --image-size go together" in capsys.readouterr().err
+    assert main(["convert", str(official), str(tmp_path / "b.pt"), "--preprocessing", "synapse",
+                 "--image-size", "32"]) == 0
+    seg = Segmenter(tmp_path / "b.pt", device="cpu")
+    assert seg.size == 32 and seg.preprocessing == synapse_preprocessing(32)
+    assert seg(_ct((2, 40, 40))).shape == (2, 40, 40)
