@@ -11,8 +11,7 @@ import argparse
 import numpy as np
 
 from msvmunet.data import open_dataset
-from msvmunet.engine.evaluate import load_for_inference, network_size
-from msvmunet.engine.inference import pick_device, predict_volume
+from msvmunet.engine import Segmenter
 
 
 def main() -> None:
@@ -22,13 +21,13 @@ def main() -> None:
     p.add_argument("--pair", type=int, nargs=2, default=(3, 4))
     p.add_argument("--device", default="auto")
     args = p.parse_args()
-    model, ckpt = load_for_inference(args.checkpoint, pick_device(args.device))
+    seg = Segmenter(args.checkpoint, device=args.device)
     data = open_dataset(args.data)
     k = data.num_classes
     total = np.zeros((k, k), dtype=np.int64)
     a, b = args.pair
     for vol in data.volumes("test"):
-        pred = predict_volume(model, vol.image, size=network_size(ckpt))
+        pred = seg.segment_prepared(vol.image)
         total += np.bincount(vol.label.ravel() * k + pred.ravel(), minlength=k * k).reshape(k, k)
         rows = []
         for z in range(vol.label.shape[0]):
