@@ -8,8 +8,8 @@ from typing import Any
 
 def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, nargs="+", action="extend", metavar="CKPT",
-                        help="msvmunet checkpoint(s) (after the INPUTs); several files or a folder of .pt files form an ensemble "
-                             "(their softmax is averaged)")
+                        help="msvmunet checkpoint(s) (after the INPUTs); several files or a folder of .pt files form an "
+                             "ensemble (their softmax is averaged)")
     parser.add_argument("--tta", action="store_true",
                         help="test-time augmentation: average the softmax over the mirrorings none, x, y, xy")
     parser.add_argument("--keep-largest", nargs="?", const="all", default=None, metavar="CLASSES",

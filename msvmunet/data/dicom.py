@@ -28,7 +28,8 @@ def _pydicom():
     try:
         import pydicom
     except ImportError as err:
-        raise ConfigError('reading DICOM needs pydicom: pip install "msvm-unet[dicom]" (or pip install pydicom)') from err
+        hint = 'pip install "msvm-unet[dicom]" (or pip install pydicom)'
+        raise ConfigError(f"reading DICOM needs pydicom: {hint}") from err
     return pydicom
 
 

@@ -88,7 +88,7 @@ def evaluate(
     note = "; ".join(filter(None, [str(seg.checkpoint.get("selection") or ""), seg.describe()]))
     summaries = {}
     for protocol, agg in aggregators.items():
-        kept = f"largest component kept for classes {list(seg.keep_largest)}" if protocol.endswith("_keep_largest") else ""
+        kept = protocol.endswith("_keep_largest") and f"largest component kept for classes {list(seg.keep_largest)}"
         text = "; ".join(filter(None, [note, kept]))
         if agg.protocol == "strict" and missing_spacing:
             text += (f"{'; ' if text else ''}no voxel spacing stored for {len(set(missing_spacing))} case(s): "

@@ -69,7 +69,8 @@ def checkpoint_paths(checkpoints: PathLike | Sequence[PathLike]) -> list[Path]:
         if item.is_dir():
             found = sorted(item.glob("*.pt"))
             if not found:
-                raise CheckpointError(f"{item}: a folder without .pt checkpoints; give checkpoint files or a folder of them")
+                raise CheckpointError(f"{item}: a folder without .pt checkpoints; "
+                                      "give checkpoint files or a folder of them")
             paths += found
         elif input_kind(item) is not None:
             raise CheckpointError(f"{item} is a scan, not a checkpoint; on the command line, list the inputs "

@@ -126,6 +126,7 @@ def test_pickled_code_is_refused(tmp_path):
     path = tmp_path / "evil.ckpt"
     # any non-allow-listed object stands for pickled code: weights_only=True must refuse it
     torch.save({"state_dict": {"x": torch.zeros(1)}, "obj": argparse.Namespace(a=1)}, path)
-    with pytest.raises(CheckpointError, match=r"not an msvmunet checkpoint: it holds a pickled Python object \(argparse.Namespace\)") as err:
+    with pytest.raises(CheckpointError, match=r"not an msvmunet checkpoint: it holds a pickled Python object "
+                                              r"\(argparse.Namespace\)") as err:
         from_official_checkpoint(path)
     assert "weights_only=False" not in str(err.value) and "trust" not in str(err.value)
