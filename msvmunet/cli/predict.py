@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output folder (or, for a single input, a file name ending .nii.gz / .png)")
     add_inference_arguments(parser)
     parser.add_argument("--overlay", default=None, metavar="DIR", help="also write overlay PNGs into DIR")
+    parser.add_argument("--dicom-seg", action="store_true",
+                        help="for DICOM series, also write a DICOM-SEG referencing the series (<name>_seg.dcm; "
+                             "needs highdicom)")
     parser.add_argument("--preprocessing", choices=("synapse", "acdc"), default=None,
                         help="for checkpoints without stored preprocessing (converted official ones)")
 
@@ -32,5 +35,5 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.predict import predict
 
     predict(args.checkpoint, args.inputs, args.output, overlay_dir=args.overlay, preprocessing=args.preprocessing,
-            **inference_options(args))
+            dicom_seg=args.dicom_seg, **inference_options(args))
     return 0

@@ -6,7 +6,8 @@ Slices are ordered by their position along the slice normal (ImagePositionPatien
 cross product of the ImageOrientationPatient cosines); RescaleSlope/Intercept are applied. DICOM's
 patient frame is LPS; NIfTI's (as nibabel reads it) is RAS, so the affine's first two rows are negated.
 Array axis i runs along the rows (DICOM column index), j down the columns (row index), k over slices.
-Needs pydicom (``pip install "msvm-unet[dicom]"``).
+Needs pydicom (``pip install "msvm-unet[dicom]"``); :func:`write_dicom_seg` writes labels back as a
+DICOM-SEG with highdicom (``pip install "msvm-unet[dicomseg]"``).
 """
 
 from __future__ import annotations
@@ -50,8 +51,9 @@ def is_dicom_folder(path: PathLike) -> bool:
     return path.is_dir() and any(p.is_file() and _looks_like_dicom(p) for p in path.iterdir())
 
 
-def read_dicom_series(folder: PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """A folder holding one DICOM series -> (volume (columns, rows, slices) float32, RAS affine (4, 4)).
+def read_dicom_series(folder: PathLike, *, with_datasets: bool = False):
+    """A folder holding one DICOM series -> (volume (columns, rows, slices) float32, RAS affine (4, 4)),
+    and with ``with_datasets`` the slices' pydicom datasets in the volume's slice order as a third item.
 
     Several series, missing slices (uneven gaps), repeated positions and mixed orientations or
     pixel spacings are errors: one line naming the folder.
@@ -103,7 +105,8 @@ def read_dicom_series(folder: PathLike) -> tuple[np.ndarray, np.ndarray]:
     lps[:3, 1] = col_cos * row_spacing
     lps[:3, 2] = step
     lps[:3, 3] = positions[0]
-    return volume, LPS_TO_RAS @ lps
+    affine = LPS_TO_RAS @ lps
+    return (volume, affine, [ds for _, ds in datasets]) if with_datasets else (volume, affine)
 
 
 def _slice_step(folder: Path, positions: np.ndarray, normal: np.ndarray, datasets) -> np.ndarray:
@@ -148,3 +151,43 @@ def nifti_header(affine: np.ndarray):
     header.set_sform(affine, code="scanner")
     header.set_xyzt_units("mm")
     return header
+
+
+def write_dicom_seg(path: PathLike, label: np.ndarray, source: list, class_names: list[str] | tuple[str, ...],
+                    version: str) -> None:
+    """Write a DICOM-SEG (binary segments, one per foreground class present) that references ``source``,
+    the series' datasets in slice order; label: (columns, rows, slices) as :func:`read_dicom_series`.
+    Needs highdicom (``pip install "msvm-unet[dicomseg]"``)."""
+    try:
+        import highdicom as hd
+        from pydicom.sr.codedict import codes
+    except ImportError as err:
+        hint = 'pip install "msvm-unet[dicomseg]" (or pip install highdicom)'
+        raise ConfigError(f"writing DICOM-SEG needs highdicom: {hint}") from err
+    from .._files import atomic_path
+
+    frames = np.ascontiguousarray(label.transpose(2, 1, 0))  # (slices, rows, columns), as the source frames
+    present = [c for c in range(1, len(class_names)) if (frames == c).any()]
+    if not present:
+        raise DataError(f"{path}: nothing was segmented, and a DICOM-SEG needs at least one segment; "
+                        "the NIfTI labels are written")
+    algorithm = hd.AlgorithmIdentificationSequence(name="MSVM-UNet", version=version,
+                                                   family=codes.cid7162.ArtificialIntelligence)
+    segments = [hd.seg.SegmentDescription(
+        segment_number=n, segment_label=class_names[c], segmented_property_category=codes.SCT.AnatomicalStructure,
+        segmented_property_type=codes.SCT.Organ, algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+        algorithm_identification=algorithm) for n, c in enumerate(present, start=1)]
+    numbered = np.zeros(frames.shape, np.uint8 if len(present) < 256 else np.uint16)
+    for n, c in enumerate(present, start=1):
+        numbered[frames == c] = n  # segment numbers are 1..K over the classes present
+    try:
+        seg = hd.seg.Segmentation(
+            source_images=source, pixel_array=numbered, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+            segment_descriptions=segments, series_instance_uid=hd.UID(), series_number=9001,
+            sop_instance_uid=hd.UID(), instance_number=1, manufacturer="msvmunet",
+            manufacturer_model_name="MSVM-UNet", software_versions=version, device_serial_number="none",
+            series_description="MSVM-UNet segmentation", omit_empty_frames=False)
+    except (ValueError, AttributeError, TypeError) as err:
+        raise DataError(f"{path}: cannot build a DICOM-SEG for this series ({err}); the NIfTI labels are written")
+    with atomic_path(path) as tmp:
+        seg.save_as(tmp)

@@ -69,7 +69,7 @@ def mean_softmax(nets: Sequence[torch.nn.Module], x: torch.Tensor, mirrors: Sequ
         probs = logits.float().softmax(1).split(x.shape[0])
         for dims, p in zip(mirrors, probs):
             p = p.flip(dims) if dims else p
-            total = p.clone() if total is None else total.add_(p)
+            total = p if total is None else total.add_(p)  # p: a fresh tensor (softmax output), ours to change
     assert total is not None
     return total.div_(len(nets) * len(mirrors)) if len(nets) * len(mirrors) > 1 else total
 

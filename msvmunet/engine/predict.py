@@ -89,6 +89,7 @@ def predict(
     image_size: int | None = None,
     tta: bool = False,
     keep_largest: bool | str | Sequence[int | str] | None = None,
+    dicom_seg: bool = False,
     device: str = "auto",
     precision: str = "auto",
     batch_size: int = 32,
@@ -96,7 +97,8 @@ def predict(
     quiet: bool = False,
 ) -> list[Path]:
     """Write one label file per input (see :func:`output_paths`); ``checkpoint`` may be several files
-    or a folder (an ensemble). A failing input does not stop the others: every good one is written,
+    or a folder (an ensemble). With ``dicom_seg``, a DICOM series also gets a DICOM-SEG beside its
+    NIfTI (``<name>.dcm``). A failing input does not stop the others: every good one is written,
     then :class:`PredictionFailures` lists the failed ones and why."""
     files = collect_inputs(inputs)
     targets = output_paths(files, output)
@@ -108,7 +110,7 @@ def predict(
     written, failures = [], []
     for path, target in zip(files, targets):
         try:
-            _predict_one(seg, path, target, overlay_dir, colors, quiet)
+            _predict_one(seg, path, target, overlay_dir, colors, quiet, dicom_seg)
             written.append(target)
         except (MsvmUnetError, OSError) as err:
             why = str(err).removeprefix(f"{path}: ")
@@ -120,7 +122,8 @@ def predict(
     return written
 
 
-def _predict_one(seg: Segmenter, path: Path, target: Path, overlay_dir: PathLike | None, colors, quiet: bool) -> None:
+def _predict_one(seg: Segmenter, path: Path, target: Path, overlay_dir: PathLike | None, colors, quiet: bool,
+                 dicom_seg: bool = False) -> None:
     from ..data.io import write_nifti
     from ..metrics import save_case_overlays, save_overlay
 
@@ -132,6 +135,12 @@ def _predict_one(seg: Segmenter, path: Path, target: Path, overlay_dir: PathLike
             save_overlay(Path(overlay_dir) / f"{_stem(path)}_overlay.png", result.image[0], None, result.label, colors)
     else:
         write_nifti(target, result.label, result.affine, header=result.header)
+        if dicom_seg and result.source is not None:
+            from .. import __version__
+            from ..data.dicom import write_dicom_seg
+
+            write_dicom_seg(target.with_name(f"{_stem(target)}.dcm"), result.label, result.source, seg.class_names,
+                            __version__)
         if overlay_dir is not None:
             save_case_overlays(overlay_dir, _stem(path), result.image, None, result.pred, colors)
     if not quiet:

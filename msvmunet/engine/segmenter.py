@@ -169,7 +169,8 @@ def resolve_classes(spec: bool | str | Sequence[int | str] | None, class_names: 
 @dataclass
 class FileResult:
     """One segmented input. ``label`` is in the file's own array order (nibabel's for volumes);
-    ``image`` and ``pred`` are the (D, H, W) network-order image in [0, 1] and its labels."""
+    ``image`` and ``pred`` are the (D, H, W) network-order image in [0, 1] and its labels;
+    ``source``: a DICOM series' datasets in slice order."""
 
     kind: str
     label: np.ndarray
@@ -177,6 +178,7 @@ class FileResult:
     pred: np.ndarray
     affine: np.ndarray | None = None
     header: Any = None
+    source: list | None = None
 
 
 class Segmenter:
@@ -279,10 +281,11 @@ class Segmenter:
             from ..data.io import read_nifti
 
             raw, affine, header = read_nifti(path, with_header=True)
+            source = None
         elif kind == "dicom":
             from ..data.dicom import nifti_header, read_dicom_series
 
-            raw, affine = read_dicom_series(path)
+            raw, affine, source = read_dicom_series(path, with_datasets=True)
             header = nifti_header(affine)
         else:
             raise DataError(f"{path}: not a NIfTI (.nii, .nii.gz), image (.png, .jpg, ...) or DICOM series folder")
@@ -290,4 +293,4 @@ class Segmenter:
         image = prep.apply(raw, affine)
         pred = self.segment_prepared(image)
         label = prep.restore(pred, affine, raw.shape).astype(np.uint8 if self.num_classes <= 256 else np.int16)
-        return FileResult(kind, label, image, pred, affine, header)
+        return FileResult(kind, label, image, pred, affine, header, source)

@@ -41,6 +41,7 @@ def write_dicom_series(folder: Path, stored: np.ndarray, *, origin=(-80.0, -95.5
     folder.mkdir(parents=True, exist_ok=True)
     normal = np.cross(row_cos, col_cos)
     series_uid = series_uid or generate_uid()
+    study_uid, frame_uid = generate_uid(), generate_uid()
     order = np.random.default_rng(seed).permutation(len(stored))
     paths = []
     for k in range(len(stored)):
@@ -53,7 +54,10 @@ def write_dicom_series(folder: Path, stored: np.ndarray, *, origin=(-80.0, -95.5
         ds = Dataset()
         ds.file_meta = meta
         ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality = generate_uid(), series_uid, "CT"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality = study_uid, series_uid, "CT"
+        ds.FrameOfReferenceUID, ds.SeriesNumber, ds.StudyID, ds.AccessionNumber = frame_uid, 1, "1", ""
+        ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Phantom^Test", "P1", "", "O"
+        ds.StudyDate, ds.StudyTime, ds.ReferringPhysicianName, ds.Manufacturer = "20260101", "120000", "", "test"
         ds.InstanceNumber = len(stored) - k  # reversed: the reader must order by position
         ds.Rows, ds.Columns = stored.shape[1:]
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"

@@ -134,3 +134,29 @@ def test_the_library_raises_the_failures_after_writing(ckpt, tmp_path):
         predict(ckpt, [tmp_path / "bad.png", tmp_path / "ok.png"], tmp_path / "out", device="cpu", quiet=True)
     assert err.value.failures[0][0].name == "bad.png"
     assert (tmp_path / "out" / "ok_seg.png").is_file()
+
+
+def test_dicom_seg_beside_the_nifti(ckpt, tmp_path):
+    pytest.importorskip("highdicom", reason="DICOM-SEG output needs highdicom (the 'dicomseg' extra)")
+    import pydicom
+
+    stored = np.random.default_rng(1).integers(800, 1400, size=(4, 24, 20)).astype(np.int16)
+    write_dicom_series(tmp_path / "ct", stored, col_cos=(0.0, 0.0, -1.0))
+    assert main(["predict", str(tmp_path / "ct"), "-o", str(tmp_path / "out"), "--checkpoint", str(ckpt),
+                 "--device", "cpu", "--dicom-seg"]) == 0
+    labels = np.asarray(nib.load(str(tmp_path / "out" / "ct_seg.nii.gz")).dataobj)  # (columns, rows, slices)
+    seg = pydicom.dcmread(tmp_path / "out" / "ct_seg.dcm")
+    assert seg.Modality == "SEG" and seg.SegmentationType == "BINARY"
+    sources = {str(pydicom.dcmread(p).SOPInstanceUID): pydicom.dcmread(p) for p in (tmp_path / "ct").iterdir()}
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == next(iter(sources.values())).SeriesInstanceUID
+    names = synapse_preprocessing().class_names
+    segments = {int(s.SegmentNumber): names.index(s.SegmentLabel) for s in seg.SegmentSequence}
+    assert sorted(segments.values()) == sorted(int(c) for c in np.unique(labels) if c)
+    frames = seg.pixel_array.reshape(-1, 24, 20)
+    assert len(frames) == len(segments) * 4
+    for frame, group in zip(frames, seg.PerFrameFunctionalGroupsSequence):
+        cls = segments[int(group.SegmentIdentificationSequence[0].ReferencedSegmentNumber)]
+        uid = str(group.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID)
+        position = np.array([float(v) for v in sources[uid].ImagePositionPatient])
+        k = int(round((position[1] - (-95.5)) / 2.5))  # the series' normal is +y (LPS), 2.5 mm a slice
+        assert np.array_equal(frame.astype(bool), labels[:, :, k].T == cls)
