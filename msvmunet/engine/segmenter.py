@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -215,6 +216,11 @@ class Segmenter:
         self.class_names: tuple[str, ...] = tuple(names)
         self.keep_largest = resolve_classes(keep_largest, self.class_names)
         self.tta, self.precision, self.batch_size = tta, precision, batch_size
+        unflipped = [p for p, (_, ckpt) in zip(self.paths, loaded)
+                     if (ckpt.get("train_config") or {}).get("augment") is False]
+        if tta and unflipped:
+            warnings.warn(f"{unflipped[0]} was trained without augmentation (no flips): averaging over mirrored "
+                          "copies (TTA) can lower its accuracy", stacklevel=2)
 
     @property
     def preprocessing(self):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -227,3 +229,15 @@ def test_convert_can_store_the_preprocessing_and_size(tmp_path, capsys):
     seg = Segmenter(tmp_path / "b.pt", device="cpu")
     assert seg.size == 32 and seg.preprocessing == synapse_preprocessing(32)
     assert seg(_ct((2, 40, 40))).shape == (2, 40, 40)
+
+
+def test_tta_warns_for_a_model_trained_without_flips(tmp_path):
+    prep = synapse_preprocessing(SIZE).to_dict()
+    plain = nano_checkpoint(tmp_path / "plain.pt", preprocessing=prep, train_config={"augment": False})
+    flipped = nano_checkpoint(tmp_path / "flipped.pt", preprocessing=prep, train_config={"augment": True})
+    with pytest.warns(UserWarning, match="plain.pt was trained without augmentation"):
+        Segmenter(plain, device="cpu", tta=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Segmenter(flipped, device="cpu", tta=True)
+        Segmenter(plain, device="cpu")
