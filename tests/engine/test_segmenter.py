@@ -241,3 +241,14 @@ def test_tta_warns_for_a_model_trained_without_flips(tmp_path):
         warnings.simplefilter("error")
         Segmenter(flipped, device="cpu", tta=True)
         Segmenter(plain, device="cpu")
+
+
+def test_evaluate_command_with_an_ensemble_tta_and_keep_largest(ckpts, tiny_phantom, tmp_path):
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--data", str(tiny_phantom), "--protocol", "paper", "--overlays", "0", "--no-boxplot",
+                 "--output", str(out), "--device", "cpu", "--checkpoint", str(ckpts[0]), str(ckpts[1]), "--tta",
+                 "--keep-largest=liver,spleen"]) == 0
+    text = (out / "paper_keep_largest" / "summary.md").read_text()
+    assert "ensemble of 2 checkpoints, test-time augmentation" in text
+    assert "largest component kept for classes [5, 7]" in text
+    assert "largest component" not in (out / "paper" / "summary.md").read_text()
