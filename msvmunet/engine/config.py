@@ -62,8 +62,9 @@ class TrainConfig:
     seed: int = _opt(42, "random seed (shuffling, augmentation, initialisation, held-out cases)")
     scan_backend: str = _opt("auto", "selective-scan backend: auto, triton, torch")
     compile: bool = _opt(
-        False, "on CUDA, compile the model with torch.compile (minutes once, then faster steps: fused "
-               "LayerNorms, casts and element-wise operations); ignored on CPU")
+        True, "on CUDA, compile the model with torch.compile (fused LayerNorms, casts and element-wise operations: "
+              "a faster step, after a first compilation of a few minutes that later runs on the machine reuse from "
+              "the cache in ~/.cache/msvmunet, or $MSVMUNET_CACHE_DIR); ignored on CPU")
     inductor: dict[str, Any] = _opt(
         dict(TRAIN_INDUCTOR), "with compile: inductor settings for torch.compile (fields of torch._inductor.config); "
                               "the default autotunes the launch configurations of the fused element-wise and "
