@@ -62,7 +62,7 @@ def out_of_memory_error(device: torch.device, batch_size: int, world_size: int, 
     )
 
 
-def build_model(config: TrainConfig, num_classes: int) -> MSVMUNet:
+def build_model(config: TrainConfig, num_classes: int, in_channels: int = 3) -> MSVMUNet:
     if config.pretrained_encoder is None:
         raise ConfigError(
             "the recipe starts from VMamba ImageNet encoder weights: pass --pretrained-encoder PATH "
@@ -70,7 +70,7 @@ def build_model(config: TrainConfig, num_classes: int) -> MSVMUNet:
         )
     pretrained = None if str(config.pretrained_encoder).lower() == "none" else config.pretrained_encoder
     return create_model(
-        config.model, num_classes=num_classes, pretrained_encoder=pretrained,
+        config.model, num_classes=num_classes, in_channels=in_channels, pretrained_encoder=pretrained,
         scan_backend=config.scan_backend, **config.model_options,
     )
 
@@ -181,7 +181,7 @@ def _train(config: TrainConfig, resume, info: DistInfo) -> Path:
     augmenter = Augmenter(AugmentConfig(mode=config.noise)) if config.augment else None
 
     # model, optimiser ------------------------------------------------------------------------
-    model = build_model(config, num_classes).to(device)
+    model = build_model(config, num_classes, data.preprocessing.model_channels).to(device)
     criterion = DiceCELoss(config.ce_weight, config.dice_weight)
     if config.compile and device.type == "cuda":  # the torch form (no Triton) fuses; the Triton form is two kernels either way
         criterion = torch.compile(criterion, options=config.inductor or None)
@@ -225,6 +225,9 @@ def _train(config: TrainConfig, resume, info: DistInfo) -> Path:
     elif val_cases:
         selection_split, selection_cases = "train", val_cases
         selection_note = f"selected on validation cases held out of training: {', '.join(val_cases)}"
+    elif "val" in data.splits:  # the dataset's own validation split (SSL4MIS val.list, image-folder val/)
+        selection_split, selection_cases = "val", None
+        selection_note = "selected on the dataset's validation split"
     else:
         selection_split = None
         selection_note = "final epoch (no selection)"
@@ -294,7 +297,7 @@ def _train(config: TrainConfig, resume, info: DistInfo) -> Path:
             if selection_split and ((epoch + 1) % config.val_every == 0 or last_epoch):
                 volumes = list(data.volumes(selection_split, cases=selection_cases))
                 dice = _mean_dice(model, volumes, num_classes, config, info, device)
-                row["val_dice" if selection_split == "train" else "test_dice_for_selection"] = dice
+                row["test_dice_for_selection" if selection_split == "test" else "val_dice"] = dice
                 if best is None or dice > best["dice"]:
                     best = {"dice": dice, "epoch": epoch + 1}
                     if info.is_main:
