@@ -16,6 +16,7 @@ from .io import check_image, check_label, check_same_shape
 class SplitReport:
     items: int = 0
     valid: int = 0
+    cases: int = 0
     shapes: set[tuple[int, ...]] = field(default_factory=set)
     histogram: np.ndarray | None = None
 
@@ -28,6 +29,7 @@ class CheckReport:
     kind: str
     class_names: tuple[str, ...]
     channels: int = 1
+    notes: tuple[str, ...] = ()
     splits: dict[str, SplitReport] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
@@ -38,10 +40,14 @@ class CheckReport:
     def format(self, max_problems: int = 20) -> str:
         lines = [f"{self.root}: {self.kind} dataset, {len(self.class_names)} classes ({', '.join(self.class_names)}), "
                  f"{self.channels} image channel(s)"]
+        lines += [f"  note: {n}" for n in self.notes]
         for name, split in self.splits.items():
-            shapes = sorted(split.shapes)
-            shown = ", ".join("x".join(map(str, s)) for s in shapes[:4]) + (" ..." if len(shapes) > 4 else "")
-            lines.append(f"  {name}: {split.valid}/{split.items} readable and valid; shapes {shown or '-'}")
+            shapes = sorted(split.shapes, key=lambda s: (int(np.prod(s)), s))
+            shown = ", ".join("x".join(map(str, s)) for s in shapes)
+            if len(shapes) > 4:
+                shown = f"{len(shapes)} sizes from {'x'.join(map(str, shapes[0]))} to {'x'.join(map(str, shapes[-1]))}"
+            lines.append(f"  {name}: {split.valid}/{split.items} readable and valid ({split.cases} cases); "
+                         f"shapes {shown or '-'}")
             if split.histogram is not None and split.histogram.sum():
                 fractions = split.histogram / split.histogram.sum()
                 lines.append("    classes: " + ", ".join(f"{c} {100 * f:.2f}%"
@@ -65,7 +71,7 @@ def check_dataset(root: str | Path, kind: str | None = None, *, progress: bool =
     """
     data = open_dataset(root, kind)
     report = CheckReport(root=Path(root), kind=data.kind, class_names=tuple(data.class_names),
-                         channels=data.preprocessing.channels)
+                         channels=data.preprocessing.channels, notes=tuple(getattr(data, "notes", ())))
     if hasattr(data, "split_problems"):  # layouts whose splits or pairs can disagree
         try:
             report.problems += data.split_problems()
@@ -79,7 +85,8 @@ def check_dataset(root: str | Path, kind: str | None = None, *, progress: bool =
                 continue
             report.problems.append(str(err))
             continue
-        stats = SplitReport(items=len(names), histogram=np.zeros(data.num_classes, dtype=np.int64))
+        stats = SplitReport(items=len(names), cases=len({data.case_of(n) for n in names}),
+                            histogram=np.zeros(data.num_classes, dtype=np.int64))
         iterator = names
         if progress:
             from tqdm import tqdm

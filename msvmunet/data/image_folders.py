@@ -301,6 +301,9 @@ class ImageFolderData:
             [m for p in _spread(every, SAMPLE) for m in p.masks], str(self.root))
         colour = any(_is_colour(p.image) for p in _spread(every, 16))
         self.class_names = self.table.names
+        self.notes = (f"classes from {table_file.name if table_file.is_file() else 'the masks'}: "
+                      + ", ".join(f"{n}={v}" for n, v in zip(self.table.names, self.table.values)),
+                      "each image is a case of one slice; distances (HD95, ASD) are in pixels")
         self.num_classes = len(self.class_names)
         self.preprocessing = Preprocessing(normalization="mr", class_names=self.class_names,
                                            channels=3 if colour else 1)

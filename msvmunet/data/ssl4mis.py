@@ -55,6 +55,7 @@ class SSL4MISData:
     """An SSL4MIS ACDC folder: ``train`` holds slices, ``val`` and ``test`` volumes."""
 
     kind = "ssl4mis"
+    notes = ("the h5 files carry no voxel spacing: distances (HD95, ASD) are in voxels",)
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from msvmunet.cli import main
 from msvmunet.data import check_dataset, detect_format, open_dataset, split_cases
 from msvmunet.errors import DataError
 
@@ -110,7 +111,7 @@ def test_images_without_masks_and_masks_without_images_are_named(tmp_path):
         open_dataset(tmp_path).slices("train")
 
 
-def test_bad_files_each_give_one_line_naming_the_file(tmp_path):
+def test_bad_files_each_give_one_line_naming_the_file(tmp_path, capsys):
     write_colour_masks(tmp_path, table=True)
     Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(tmp_path / "label" / "scan1.png")   # other size
     (tmp_path / "image" / "scan2.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")                  # unreadable
@@ -127,6 +128,9 @@ def test_bad_files_each_give_one_line_naming_the_file(tmp_path):
     assert "scan3.png: mask value (0, 255, 0) at pixel (y=3, x=4)" in text
     with pytest.raises(DataError, match="scan3.png"):
         open_dataset(tmp_path).read("train", "scan3")
+    assert main(["check-data", str(tmp_path), "--no-progress"]) == 1
+    out = capsys.readouterr().out
+    assert "4 problem(s)" in out and "classes from classes.json" in out
 
 
 def test_an_image_in_two_splits_is_refused(tmp_path):

@@ -39,6 +39,9 @@ def test_splits_slices_and_volumes_are_the_files(tmp_path, slices_in_data):
     with h5py.File(tmp_path / "data" / f"{stacked.case}.h5") as f:
         np.testing.assert_array_equal(stacked.image, f["image"][()])
     assert [v.case for v in data.volumes("val")] == lists["val"]
+    text = check_dataset(tmp_path).format()
+    assert "train: 56/56 readable and valid (7 cases); shapes 20x24" in text
+    assert "test: 4/4 readable and valid (2 cases); shapes 4x20x24" in text and "in voxels" in text
 
 
 def test_shared_patients_and_missing_files_are_named(tmp_path):
