@@ -5,6 +5,8 @@
     ROOT/images/*.jpg + ROOT/masks/*.png         sibling folders, matching names (image/label, imgs/labels, ...)
     ROOT/{train,val,test}/images, .../masks      splits from subfolders (also training/, valid/, testing/ ...)
     ROOT/{train,val,test}.txt or .list           or splits from list files of image names
+    ROOT/ISIC2018_Task1-2_Training_Input + ISIC2018_Task1_Training_GroundTruth (also _Validation_, _Test_;
+        ISIC 2017's ISIC-2017_Training_Data + ISIC-2017_Training_Part1_GroundTruth): the challenge downloads
     ROOT/benign/benign (1).png, benign (1)_mask.png, benign (1)_mask_1.png
                                                  masks beside their images (BUSI); several masks are merged
     ROOT/classes.json                            optional class table: {"background": 0, "polyp": 255}
@@ -40,6 +42,8 @@ MASK_DIRS = ("masks", "mask", "labels", "label", "gts", "gt", "groundtruth", "gr
              "annotations", "segmentations")
 SPLIT_DIRS = {"train": ("train", "training"), "val": ("val", "valid", "validation"), "test": ("test", "testing")}
 MASK_NAME = re.compile(r"^(?P<stem>.+?)_(?:segmentation|mask|label|gt|anno)(?:_\d+)?$", re.IGNORECASE)
+CHALLENGE_SPLITS = {"train": "training", "val": "validation", "test": "test"}
+IGNORED = re.compile(r"_superpixels$", re.IGNORECASE)  # ISIC 2017's data folders hold these beside the images
 CLASSES_FILE = "classes.json"
 SAMPLE = 64  # masks (and images) looked at to find the class table and the channel count
 
@@ -58,7 +62,7 @@ class Pair:
 
 def _files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                  and not p.name.startswith("."))
+                  and not p.name.startswith(".") and not IGNORED.search(p.stem))
 
 
 def _child(folder: Path, names: Sequence[str]) -> Path | None:
@@ -105,12 +109,27 @@ def find_pairs(folder: Path) -> tuple[list[Pair], list[str]]:
     for sub in [folder, *sorted(p for p in folder.iterdir() if p.is_dir())]:
         files = _files(sub)
         named = {p: m["stem"] for p in files if (m := MASK_NAME.match(p.stem))}
-        masks = [p for p in named if p.stem not in set(named.values())]  # "a_gt.png" with "a_gt_mask.png": an image
+        bases = set(named.values())
+        masks = [p for p in named if p.stem not in bases]  # "a_gt.png" beside "a_gt_mask.png" is an image
         if masks:
             found, trouble = _match([p for p in files if p not in masks], masks, str(sub))
             pairs += found
             problems += trouble
     return pairs, problems
+
+
+def challenge_dirs(root: Path) -> dict[str, tuple[Path, Path]]:
+    """ISIC's downloads: {split: (images, masks)} from folder names holding training / validation / test
+    and Input or _Data (images) or GroundTruth (masks)."""
+    dirs = [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
+    out = {}
+    for split, word in CHALLENGE_SPLITS.items():
+        names = [(d, d.name.lower().replace("-", "_")) for d in dirs if word in d.name.lower()]
+        images = [d for d, n in names if "input" in n or n.endswith("_data")]
+        masks = [d for d, n in names if "groundtruth" in n.replace("_", "")]
+        if len(images) == 1 and len(masks) == 1:
+            out[split] = (images[0], masks[0])
+    return out
 
 
 def _has_pairs(folder: Path) -> bool:
@@ -128,7 +147,7 @@ def _split_dir(root: Path, split: str) -> Path | None:
 
 def is_image_folders(root: Path) -> bool:
     dirs = [d for s in SPLIT_DIRS if (d := _split_dir(root, s)) is not None]
-    return _has_pairs(root) or any(_has_pairs(d) for d in dirs)
+    return _has_pairs(root) or any(_has_pairs(d) for d in dirs) or bool(challenge_dirs(root))
 
 
 # ----------------------------------------------------------------------------- reading pictures
@@ -274,11 +293,15 @@ class ImageFolderData:
         self._pairs: dict[str, dict[str, Pair]] = {}
         self._problems: list[str] = []
         split_dirs = {s: d for s in SPLIT_DIRS if (d := _split_dir(self.root, s)) is not None and _has_pairs(d)}
+        challenge = {} if split_dirs else challenge_dirs(self.root)
         if split_dirs:
             for split, folder in split_dirs.items():
-                self._pairs[split] = self._collect(folder)
+                self._pairs[split] = self._keep(*find_pairs(folder))
+        elif challenge:
+            for split, (images, masks) in challenge.items():
+                self._pairs[split] = self._keep(*_match(_files(images), _files(masks), f"{images} + {masks.name}/"))
         else:
-            everything = self._collect(self.root)
+            everything = self._keep(*find_pairs(self.root))
             lists = {s: f for s in SPLIT_DIRS for name in SPLIT_DIRS[s] for ext in (".txt", ".list")
                      if (f := self.root / f"{name}{ext}").is_file()}
             for split, list_file in lists.items():
@@ -308,8 +331,8 @@ class ImageFolderData:
         self.preprocessing = Preprocessing(normalization="mr", class_names=self.class_names,
                                            channels=3 if colour else 1)
 
-    def _collect(self, folder: Path) -> dict[str, Pair]:
-        pairs, problems = find_pairs(folder)
+    def _keep(self, pairs: list[Pair], problems: list[str]) -> dict[str, Pair]:
+        """Pairs by name (a name used twice is a problem), problems recorded."""
         self._problems += problems
         out: dict[str, Pair] = {}
         for pair in pairs:

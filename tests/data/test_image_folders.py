@@ -1,6 +1,7 @@
 """2-D image-folder datasets read from real PNG/JPEG/BMP files: layouts, masks, splits, bad input."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -32,6 +33,19 @@ def test_isic_suffix_names_rgb_images_and_split_folders(tmp_path):
     assert volume.image.shape[:2] == (1, 3) and volume.label.shape == (1, *volume.image.shape[-2:])
     assert volume.spacing is None and volume.case == names["test"][0]
     assert check_dataset(tmp_path).ok
+
+
+def test_isic_challenge_downloads_as_they_unpack(tmp_path):
+    names = write_isic(tmp_path / "vmunet")
+    for split, word in (("train", "Training"), ("val", "Validation"), ("test", "Test")):
+        (tmp_path / "vmunet" / split / "images").rename(tmp_path / f"ISIC2018_Task1-2_{word}_Input")
+        (tmp_path / "vmunet" / split / "masks").rename(tmp_path / f"ISIC2018_Task1_{word}_GroundTruth")
+    shutil.rmtree(tmp_path / "vmunet")
+    Image.new("RGB", (8, 8)).save(tmp_path / "ISIC2018_Task1-2_Training_Input" / "ISIC_0000000_superpixels.png")
+    (tmp_path / "ISIC2018_Task1-2_Training_Input" / "LICENSE.txt").write_text("CC-BY-NC")
+    assert detect_format(tmp_path) == "images"
+    data = open_dataset(tmp_path)
+    assert {s: data.names(s) for s in data.splits} == names and data.split_problems() == []
 
 
 def test_kvasir_jpeg_masks_are_thresholded_at_128(tmp_path):
