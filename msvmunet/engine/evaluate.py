@@ -77,6 +77,9 @@ def evaluate(
             f"{checkpoint} predicts {model.num_classes} classes but {data} has {dataset.num_classes}; "
             "evaluate on the dataset the model was trained for"
         )
+    if dataset.preprocessing.model_channels != model.config.encoder.in_channels:  # several-channel data
+        raise ConfigError(f"{checkpoint} takes {model.config.encoder.in_channels} input channels but {data} has "
+                          f"{dataset.preprocessing.channels}; evaluate on the dataset the model was trained for")
     size = network_size(ckpt)
     labels = label_set(dataset.class_names)
     aggregators = {p: metrics.Aggregator(labels.names, protocol=p) for p in protocols}

@@ -145,6 +145,7 @@ def write_index_masks(root: Path) -> None:
 def write_nifti_channels(root: Path, channels=("T1", "T2"), shape=(20, 18, 4)) -> None:
     """An nnU-Net raw dataset with one file per channel (case_0000, case_0001, ...), labelled train and test."""
     rng = np.random.default_rng(6)
+    root.mkdir(parents=True, exist_ok=True)
     (root / "dataset.json").write_text(json.dumps({
         "channel_names": {str(i): c for i, c in enumerate(channels)},
         "labels": {"background": 0, "lesion": 1}, "file_ending": ".nii.gz"}))

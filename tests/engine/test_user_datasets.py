@@ -131,3 +131,16 @@ PREDICT = {
     "kvasir": lambda cli, data, ckpt, tmp, _: _predict_images(cli, sorted((data / "images").iterdir())[:3], ckpt, tmp, 2),
     "colour": lambda cli, data, ckpt, tmp, _: _predict_images(cli, sorted((data / "image").iterdir())[:3], ckpt, tmp, 3),
 }
+
+
+def test_evaluate_refuses_data_of_another_channel_count(tmp_path):
+    from msvmunet.engine import evaluate, train
+    from msvmunet.errors import ConfigError
+
+    from .conftest import quick_config
+
+    write_nifti_channels(tmp_path / "two")
+    write_nifti_channels(tmp_path / "three", channels=("T1", "T2", "FLAIR"))
+    run = train(quick_config(tmp_path / "two", tmp_path / "run", epochs=1, steps_per_epoch=1))
+    with pytest.raises(ConfigError, match="takes 2 input channels"):
+        evaluate(run / "final.pt", tmp_path / "three", output=tmp_path / "e", quiet=True)
