@@ -207,11 +207,15 @@ class ClassTable:
     values: tuple
 
     @property
+    def dtype(self) -> type:
+        return np.uint8 if len(self.values) <= 256 else np.int64
+
+    @property
     def colour(self) -> bool:
         return isinstance(self.values[0], tuple)
 
     def decode(self, raw: np.ndarray, lossy: bool, where: str) -> np.ndarray:
-        """Raw mask values -> (H, W) uint8 class indices; a value in no class is an error."""
+        """Raw mask values -> (H, W) class indices (uint8 up to 256 classes); a value in no class is an error."""
         if self.colour and raw.ndim == 2:
             raw = np.repeat(raw[..., None], 3, axis=-1)
         if not self.colour and raw.ndim == 3:
@@ -223,7 +227,7 @@ class ClassTable:
         if lossy:  # the nearest table value
             points = raw.reshape(*raw.shape[:2], -1)[..., None, :]
             ref = np.array([v if self.colour else (v,) for v in self.values])
-            return ((points - ref) ** 2).sum(-1).argmin(-1).astype(np.uint8)
+            return ((points - ref) ** 2).sum(-1).argmin(-1).astype(self.dtype)
         order = np.argsort(table)
         pos = np.clip(np.searchsorted(table[order], codes), 0, len(table) - 1)
         bad = table[order][pos] != codes
@@ -232,7 +236,7 @@ class ClassTable:
             value = tuple(int(v) for v in raw[y, x]) if self.colour else int(raw[y, x])
             raise DataError(f"{where}: mask value {value} at pixel (y={y}, x={x}) is not a class of "
                             f"{dict(zip(self.names, self.values))}; fix the mask or add the value to {CLASSES_FILE}")
-        return order[pos].astype(np.uint8)
+        return order[pos].astype(self.dtype)
 
 
 def read_class_table(path: Path) -> ClassTable:

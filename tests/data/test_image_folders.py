@@ -159,3 +159,15 @@ def test_a_bad_class_table_is_named(tmp_path):
     (tmp_path / "classes.json").write_text(json.dumps({"background": [0, 0]}))
     with pytest.raises(DataError, match="classes.json"):
         open_dataset(tmp_path)
+
+
+def test_class_tables_past_256_classes_keep_their_indices():
+    from msvmunet.data.image_folders import ClassTable
+
+    table = ClassTable(tuple(f"c{i}" for i in range(300)), tuple(range(0, 1200, 4)))
+    raw = np.array([[0, 1196], [1028, 12]])
+    expected = raw // 4
+    np.testing.assert_array_equal(table.decode(raw, False, "m.png"), expected)
+    np.testing.assert_array_equal(table.decode(raw + 1, True, "m.jpg"), expected)  # lossy: the nearest value
+    with pytest.raises(DataError, match="m.png: mask value 1 at pixel"):
+        table.decode(raw + 1, False, "m.png")
