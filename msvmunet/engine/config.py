@@ -25,8 +25,10 @@ def _opt(default: Any, help: str) -> Any:
 @dataclass
 class TrainConfig:
     # data -------------------------------------------------------------------------------------
-    data: str = _opt("", "dataset root folder (Synapse, ACDC or nnU-Net raw layout; see 'msvmunet check-data')")
-    dataset: str | None = _opt(None, "dataset format: synapse, acdc or nifti (default: detected from the folder)")
+    data: str = _opt("", "dataset root folder (Synapse, ACDC, nnU-Net raw, SSL4MIS ACDC or 2-D images; see "
+                         "'msvmunet check-data')")
+    dataset: str | None = _opt(None, "dataset format: synapse, acdc, nifti, ssl4mis or images (default: detected "
+                                     "from the folder)")
     val_cases: list[str] | int | float = _opt(
         [], "training cases held out for model selection: names (comma-separated), a count, or a fraction "
             "(default: none; the final epoch is reported)")

@@ -59,7 +59,7 @@ def out_of_memory_error(device: torch.device, batch_size: int, world_size: int, 
     )
 
 
-def build_model(config: TrainConfig, num_classes: int) -> MSVMUNet:
+def build_model(config: TrainConfig, num_classes: int, in_channels: int = 3) -> MSVMUNet:
     if config.pretrained_encoder is None:
         raise ConfigError(
             "the recipe starts from VMamba ImageNet encoder weights: pass --pretrained-encoder PATH "
@@ -67,7 +67,7 @@ def build_model(config: TrainConfig, num_classes: int) -> MSVMUNet:
         )
     pretrained = None if str(config.pretrained_encoder).lower() == "none" else config.pretrained_encoder
     return create_model(
-        config.model, num_classes=num_classes, pretrained_encoder=pretrained,
+        config.model, num_classes=num_classes, in_channels=in_channels, pretrained_encoder=pretrained,
         scan_backend=config.scan_backend, **config.model_options,
     )
 
@@ -220,7 +220,7 @@ def setup(config: TrainConfig, resume, info: DistInfo) -> Run:
         from ..data import Augmenter, AugmentConfig
 
         augmenter = Augmenter(AugmentConfig(mode=config.noise))
-    model = build_model(config, data.num_classes).to(device)
+    model = build_model(config, data.num_classes, data.preprocessing.model_channels).to(device)
     criterion = DiceCELoss(config.ce_weight, config.dice_weight)
     if config.compile and device.type == "cuda":  # the torch form (no Triton) fuses; the Triton form is two kernels either way
         from .compiling import use_compile_caches
@@ -267,6 +267,8 @@ def _open_data(config: TrainConfig):
     elif val_cases:
         selection = Selection("train", val_cases, f"selected on validation cases held out of training: "
                               f"{', '.join(val_cases)}")
+    elif "val" in data.splits:  # the dataset's own validation split (SSL4MIS val.list, image-folder val/)
+        selection = Selection("val", None, "selected on the dataset's validation split")
     else:
         selection = Selection(None, None, "final epoch (no selection)")
     return data, train_cases, selection
