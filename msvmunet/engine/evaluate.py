@@ -49,8 +49,10 @@ def evaluate(
     ``checkpoint`` may be several files or a folder (an ensemble); ``tta`` and ``keep_largest`` as
     :class:`Segmenter`. Returns ``{protocol: Summary}``, and with ``keep_largest`` also
     ``{protocol + "_keep_largest": Summary}`` (the same predictions post-processed). Files:
-    ``<output>/<report>/{cases.csv, summary.md, summary.json, dice_boxplot.png}`` and
-    ``<output>/overlays/<case>_z<k>.png`` for the first ``overlays`` cases.
+    ``<output>/<report>/{cases.csv, summary.md, summary.json, dice_boxplot.png}``,
+    ``<output>/pooled/{images.csv, summary.md, summary.json}`` (pixel metrics of the confusion matrix
+    summed over the cases, as 2-D papers report them) and ``<output>/overlays/<case>_z<k>.png`` for the
+    first ``overlays`` cases.
     """
     from .. import metrics
     from ..data import open_dataset
@@ -63,11 +65,16 @@ def evaluate(
             f"{seg.paths[0]} predicts {seg.num_classes} classes but {data} has {dataset.num_classes}; "
             "evaluate on the dataset the model was trained for"
         )
+    in_channels = seg.models[0].config.encoder.in_channels
+    if dataset.preprocessing.model_channels != in_channels:  # several-channel data
+        raise ConfigError(f"{seg.paths[0]} takes {in_channels} input channels but {data} has "
+                          f"{dataset.preprocessing.channels}; evaluate on the dataset the model was trained for")
     seg.keep_largest = resolve_classes(keep_largest, dataset.class_names)
     labels = label_set(dataset.class_names)
     reports = [(p, p) for p in protocols] + [(f"{p}_keep_largest", p) for p in protocols if seg.keep_largest]
     aggregators = {name: metrics.Aggregator(labels.names, protocol=p) for name, p in reports}
     output = Path(output)
+    pooled = metrics.PooledConfusion(labels.names)  # pixel metrics pooled over images (VM-UNet's ISIC table)
     missing_spacing = []
     for i, volume in enumerate(dataset.volumes(split, cases=cases)):
         pred = seg.segment_prepared(volume.image, postprocess=False)
@@ -80,8 +87,10 @@ def evaluate(
                     spacing = 1.0
                     missing_spacing.append(volume.case)
             agg.add_case(volume.case, post if name.endswith("_keep_largest") else pred, volume.label, spacing=spacing)
+        pooled.add(volume.case, pred, volume.label)
         if i < overlays:
-            metrics.save_case_overlays(output / "overlays", volume.case, volume.image, volume.label, pred, labels.colors)
+            grey = volume.image if volume.image.ndim == 3 else volume.image.mean(axis=1)  # (D, C, H, W): channel mean
+            metrics.save_case_overlays(output / "overlays", volume.case, grey, volume.label, pred, labels.colors)
         if not quiet:
             dice = aggregators[protocols[0]].cases[volume.case]
             print(f"{volume.case}: mean Dice {sum(r.dice for r in dice) / len(dice):.4f} ({protocols[0]})")
@@ -97,6 +106,10 @@ def evaluate(
         summaries[protocol] = agg.summary()
         if not quiet:
             print(metrics.format_summary(summaries[protocol], text))
+    # pooled pixel metrics, per image and in total -------------------------------------------
+    metrics.write_pooled_report(output / "pooled", pooled)
+    if not quiet:
+        print(metrics.format_pooled(pooled))
     return summaries
 
 

@@ -56,7 +56,7 @@ NO_MIRRORS: tuple[tuple[int, ...], ...] = ((),)
 
 def mean_softmax(nets: Sequence[torch.nn.Module], x: torch.Tensor, mirrors: Sequence[tuple[int, ...]] = NO_MIRRORS,
                  precision: str = "fp32") -> torch.Tensor:
-    """x: (B, 1, S, S) -> the softmax (B, C, S, S) float32 averaged over ``nets`` and ``mirrors``.
+    """x: (B, C, S, S) -> the softmax (B, K, S, S) float32 (K classes) averaged over ``nets`` and ``mirrors``.
 
     The mirrored copies go through each net in one batch of ``len(mirrors) * B`` images, so a
     net runs once per call whatever the number of mirrorings.
@@ -87,15 +87,15 @@ def predict_volume(
     tta: bool = False,
     probabilities: bool = False,
 ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """volume: (D, H, W) float in [0, 1] -> labels (D, H, W) uint8 (int64 past 256 classes).
+    """volume: (D, H, W) or (D, C, H, W) float in [0, 1] -> labels (D, H, W) uint8 (int64 past 256 classes).
 
     ``model`` may be several nets (an ensemble: their softmax is averaged); ``tta`` averages over
     the four mirrorings of :data:`MIRRORS`. ``batch_size`` counts the images of one forward pass,
-    mirrored copies included. With ``probabilities``, also the averaged softmax (D, C, H, W)
-    float32, resized back like the labels (nearest), so that the labels are its arg-max.
+    mirrored copies included. With ``probabilities``, also the averaged softmax (D, K, H, W)
+    float32 (K classes), resized back like the labels (nearest), so that the labels are its arg-max.
     """
-    if volume.ndim != 3:
-        raise ValueError(f"predict_volume expects a (D, H, W) volume, got shape {volume.shape}")
+    if volume.ndim not in (3, 4):
+        raise ValueError(f"predict_volume expects a (D, H, W) or (D, C, H, W) volume, got shape {volume.shape}")
     nets = [unwrap(m) for m in (model if isinstance(model, (list, tuple)) else [model])]
     device = next(nets[0].parameters()).device
     precision = resolve_precision(precision, device)
@@ -103,9 +103,9 @@ def predict_volume(
     was_training = [net.training for net in nets]
     for net in nets:
         net.eval()
-    depth, height, width = volume.shape
+    depth, height, width = volume.shape[0], *volume.shape[-2:]
     num_classes = nets[0].num_classes
-    out = np.zeros(volume.shape, dtype=np.uint8 if num_classes <= 256 else np.int64)
+    out = np.zeros((depth, height, width), dtype=np.uint8 if num_classes <= 256 else np.int64)
     probs_out = np.zeros((depth, num_classes, height, width), np.float32) if probabilities else None
     scale_in = (size / height, size / width)
     scale_out = (height / size, width / size)
@@ -114,8 +114,10 @@ def predict_volume(
         for chunk in _batches(depth, max(1, batch_size // len(mirrors))):
             slices = volume[chunk].astype(np.float32, copy=False)
             if resize:
-                slices = np.stack([zoom(s, scale_in, order=3) for s in slices])
-            x = torch.from_numpy((slices - mean) / std).unsqueeze(1).to(device, non_blocking=True)
+                scale = scale_in if slices.ndim == 3 else (1.0, *scale_in)  # channels kept as they are
+                slices = np.stack([zoom(s, scale, order=3) for s in slices])
+            x = torch.from_numpy((slices - mean) / std)
+            x = (x.unsqueeze(1) if x.ndim == 3 else x).to(device, non_blocking=True)
             probs = mean_softmax(nets, x, mirrors, precision)
             labels = probs.argmax(1).cpu().numpy()
             out[chunk] = np.stack([zoom(l, scale_out, order=0) for l in labels]) if resize else labels
