@@ -30,7 +30,8 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
+import signal
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -91,7 +92,8 @@ class _Shape:
             y0, y1 = self.cy - 0.02 - 2.05 * self.ry, self.cy + 0.06 + 2.05 * self.ry
         else:                       # the harmonics shrink the radius by at most prod(1 - amplitude)
             grow = 1.0 / float(np.prod([1.0 - a for a, _ in self.lobes])) if self.lobes else 1.0
-            x0, x1 = self.cx - self.rx * grow - 0.02, self.cx + self.rx * grow + 0.02   # 0.02: the drift
+            drift = 0.025  # 0.02 (z - zc), with |z - zc| <= 1.05
+            x0, x1 = self.cx - self.rx * grow - drift, self.cx + self.rx * grow + drift
             y0, y1 = self.cy - self.ry * grow, self.cy + self.ry * grow
         z0, z1 = (0.0, 1.0) if self._full_z else (self.zc - self.hz, self.zc + self.hz)
         return _span(z0, z1, d), _span(y0, y1, h), _span(x0, x1, w)
@@ -277,11 +279,14 @@ def _run(jobs: list[_CaseJob], workers: int) -> Iterator[tuple[int, np.ndarray]]
         for i, job in enumerate(jobs):
             yield i, _write_case(job)
         return
-    with ProcessPoolExecutor(workers, mp_context=_context()) as pool:
+    # Ctrl-C reaches the whole process group: the workers ignore it, this process stops the pool
+    # (the cases under way are finished, so no temporary file is left behind).
+    with ProcessPoolExecutor(workers, mp_context=_context(), initializer=signal.signal,
+                             initargs=(signal.SIGINT, signal.SIG_IGN)) as pool:
         pending: dict[Future, int] = {pool.submit(_write_case, job): i for i, job in enumerate(jobs)}
         try:
             while pending:
-                done, _ = wait(pending, return_when=FIRST_EXCEPTION)
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     yield pending.pop(future), future.result()
         finally:

@@ -115,12 +115,14 @@ def test_phantom_nnunet_layout_has_the_test_split(phantom_dir):
 
 def test_evaluate_runs_on_the_nnunet_phantom(phantom_dir, tmp_path):
     """`msvmunet evaluate` (a real process) on the nnU-Net layout's test split, with a nano checkpoint."""
-    from msvmunet.engine import resolve_config, train
+    import torch
 
-    config = resolve_config("demo", data=str(phantom_dir / "nnunet"), output=str(tmp_path / "run"), image_size=32,
-                            batch_size=4, epochs=1, steps_per_epoch=1, eval_batch_size=8, seed=0)
-    run_dir = train(config)
-    result = subprocess.run([sys.executable, "-m", "msvmunet", "evaluate", "--checkpoint", str(run_dir / "final.pt"),
+    from msvmunet import create_model, save_model
+
+    torch.manual_seed(0)
+    checkpoint = save_model(create_model("nano", num_classes=9, in_channels=1), tmp_path / "nano.pt",
+                            train_config={"image_size": 32})
+    result = subprocess.run([sys.executable, "-m", "msvmunet", "evaluate", "--checkpoint", str(checkpoint),
                              "--data", str(phantom_dir / "nnunet"), "--output", str(tmp_path / "eval"),
                              "--protocol", "paper", "--overlays", "0", "--no-boxplot"],
                             cwd=ROOT, capture_output=True, text=True, timeout=600,
