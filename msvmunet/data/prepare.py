@@ -160,8 +160,8 @@ class _Manifest:
 
     def mark(self, case: str, record: dict, complete: bool) -> None:
         self.cases[case] = {**record, "complete": complete}
-        data = {"dataset": self.dataset, "cases": dict(sorted(self.cases.items()))}
-        write_text(self.path, json.dumps(data, indent=1) + "\n")
+        lines = ",\n".join(f"  {json.dumps(c)}: {json.dumps(e)}" for c, e in sorted(self.cases.items()))
+        write_text(self.path, f'{{"dataset": {json.dumps(self.dataset)}, "cases": {{\n{lines}\n}}}}\n')
 
 
 def _remove_temporaries(folders: Iterable[Path]) -> None:
