@@ -17,7 +17,7 @@ import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -200,28 +200,28 @@ def prepare_synapse(raw: str | Path, out: str | Path, *, overwrite: bool = False
                       f"pair: {', '.join(summary.missing)}; preparing the {len(found)} found", stacklevel=2)
     manifest = _Manifest(out, "synapse")
     plan = _plan_synapse(out, manifest, found, images, labels, prep, test_cases, overwrite)
-    train = {case: depth for case, depth, test, *_ in plan if not test}
-    test = [case for case, _, is_test, *_ in plan if is_test]
-    todo = [item for item in plan if item[4] is not None]
-    summary.skipped = [case for case, *_, record in plan if record is None]
+    train = {job.case: job.depth for job in plan if not job.test}
+    test = [job.case for job in plan if job.test]
+    todo = [job for job in plan if job.record is not None]
+    summary.skipped = [job.case for job in plan if job.record is None]
     _remove_temporaries([out, out / "train_npz", out / "test_vol_h5", out / "lists"])
-    voxels = {case: int(np.prod(nifti_shape(images[index]))) for case, _, _, index, _ in todo}
-    with reporting_disk_full(out, lambda: 5 * sum(voxels[c] for c, *_ in todo if c not in summary.written)):
-        for case, depth, is_test, index, record in _progress(todo, "synapse", progress):
-            manifest.mark(case, record, complete=False)
-            volume, affine = read_nifti(images[index])
-            label, _ = read_nifti(labels[index])
+    # bytes still needed: float32 image + uint8 label per voxel (h5 compression aside)
+    with reporting_disk_full(out, lambda: 5 * sum(job.voxels for job in todo if job.case not in summary.written)):
+        for job in _progress(todo, "synapse", progress):
+            manifest.mark(job.case, job.record, complete=False)
+            image_path, label_path = images[job.index], labels[job.index]
+            volume, affine = read_nifti(image_path)
+            label, _ = read_nifti(label_path)
             if volume.shape != label.shape:
-                raise DataError(f"{images[index]}: image shape {volume.shape} and label shape {label.shape} "
-                                "differ")
-            check_image(volume, str(images[index]))
+                raise DataError(f"{image_path}: image shape {volume.shape} and label shape {label.shape} differ")
+            check_image(volume, str(image_path))
             image = prep.apply(volume, affine)
-            target = prep.apply_label(remap_btcv(label, str(labels[index])), affine)
-            for stale in set(_synapse_files(out, case)) - set(_synapse_outputs(out, case, depth, is_test)):
+            target = prep.apply_label(remap_btcv(label, str(label_path)), affine)
+            for stale in set(_synapse_files(out, job.case)) - set(_synapse_outputs(out, job.case, job.depth, job.test)):
                 stale.unlink()
-            write_synapse_case(out, case, image, target, test=is_test, spacing=prep.spacing(affine))
-            manifest.mark(case, record, complete=True)
-            summary.written.append(case)
+            write_synapse_case(out, job.case, image, target, test=job.test, spacing=prep.spacing(affine))
+            manifest.mark(job.case, job.record, complete=True)
+            summary.written.append(job.case)
             summary.count(target, prep.class_names)
         write_synapse_lists(out, train, test)
     summary.splits = {"train": sorted(train), "test": sorted(test)}
@@ -234,22 +234,32 @@ def _synapse_files(out: Path, case: str) -> list[Path]:
     return [*(out / "train_npz").glob(f"{case}_slice*.npz"), *(out / "test_vol_h5").glob(f"{case}.npy.h5")]
 
 
+class _SynapseJob(NamedTuple):
+    case: str
+    index: int                  # the BTCV number
+    depth: int
+    voxels: int
+    test: bool
+    record: dict | None         # what the manifest gets; None: already done, skipped
+
+
 def _plan_synapse(out: Path, manifest: _Manifest, found: Sequence[int], images: dict[int, Path],
                   labels: dict[int, Path], prep: Preprocessing, test_cases: Sequence[int],
-                  overwrite: bool) -> list[tuple]:
-    """(case, depth, test, index, record or None when done) for each found case; refuses, before
-    anything is written, cases whose files in OUT another dataset or other raw files made."""
+                  overwrite: bool) -> list[_SynapseJob]:
+    """One job per found case; refuses, before anything is written, cases whose files in OUT
+    another dataset or other raw files made."""
     settings = {k: v for k, v in prep.to_dict().items() if k not in ("size", "mean", "std")}
     plan, foreign = [], []
     for index in found:
         case, is_test = f"case{index:04d}", index in test_cases
-        depth = nifti_shape(images[index])[prep.axis]
+        shape = nifti_shape(images[index])
         record = _Manifest.record([images[index], labels[index]], {**settings, "test": is_test})
         state = manifest.state(case, record)
-        done = state == "done" and all(p.is_file() for p in _synapse_outputs(out, case, depth, is_test))
+        done = state == "done" and all(p.is_file() for p in _synapse_outputs(out, case, shape[prep.axis], is_test))
         if not overwrite and state not in ("done", "started") and _synapse_files(out, case):
             foreign.append(f"{case} ({state})")
-        plan.append((case, depth, is_test, index, None if done and not overwrite else record))
+        plan.append(_SynapseJob(case, index, shape[prep.axis], int(np.prod(shape)), is_test,
+                                None if done and not overwrite else record))
     if foreign:
         raise DataError(f"{out}: holds files of {len(foreign)} case(s) that a prepare of these raw files did "
                         f"not write, e.g. {', '.join(foreign[:3])}; add --overwrite to replace them, or "

@@ -142,7 +142,8 @@ def test_prepare_synapse_refuses_to_keep_the_output_of_other_raw_files(btcv_raw,
     assert len(summary.written) == 4
     assert np.load(out / "train_npz" / "case0005_slice001.npz")["label"][2, 3] == 5
     manifest = json.loads((out / "prepare_manifest.json").read_text())
-    assert manifest["cases"]["case0005"]["sources"]["label0005.nii.gz"][0] == (btcv_raw / "label" / "label0005.nii.gz").stat().st_size
+    size = (btcv_raw / "label" / "label0005.nii.gz").stat().st_size
+    assert manifest["cases"]["case0005"]["sources"]["label0005.nii.gz"][0] == size
 
 
 @pytest.fixture
