@@ -43,7 +43,8 @@ class StepRunner:
         if isinstance(inner, DistributedDataParallel):
             import torch.distributed as dist
 
-            parts.append(f"DDP ({dist.get_world_size(inner.process_group)} processes)")
+            n = dist.get_world_size(inner.process_group)
+            parts.append(f"DDP ({n} process{'es' if n > 1 else ''})")
         parts.append("compiled" if compiled else "not compiled")
         parts.append("CUDA graph" if self.use_graph else "eager launches")
         return "step: " + ", ".join(parts)

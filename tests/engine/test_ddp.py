@@ -152,3 +152,28 @@ def test_resume_after_a_killed_rank(tiny_phantom, tmp_path):
     assert [row["epoch"] for row in ckpt["history"]] == list(range(1, epochs + 1))
     lrs = [row["lr"] for row in ckpt["history"]]
     assert all(a > b for a, b in zip(lrs, lrs[1:]))  # the cosine schedule continued, not restarted
+
+
+def test_step_paths_described_without_running_them(tmp_path):
+    """The strings for the CUDA paths, from wrapped modules that are never called (no GPU needed):
+    torch.compile compiles lazily, and DDP here is a real one over a 1-process gloo group."""
+    import torch.distributed as dist
+
+    from msvmunet.engine.distributed import DDP_BUCKET_CAP_MB, wrap_ddp
+    from msvmunet.engine.step import StepRunner
+
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters())
+
+    def describe(wrapped, use_graph: bool) -> str:
+        return StepRunner(wrapped, None, opt, None, torch.device("cpu"), "fp32", use_graph).describe()
+
+    assert describe(torch.compile(model), True) == "step: compiled, CUDA graph"
+    assert describe(model, False) == "step: not compiled, eager launches"
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        ddp = wrap_ddp(model, torch.device("cpu"))
+        assert ddp.gradient_as_bucket_view and ddp.bucket_bytes_cap == int(DDP_BUCKET_CAP_MB * 1024 * 1024)
+        assert describe(torch.compile(ddp), False) == "step: DDP (1 process), compiled, eager launches"
+    finally:
+        dist.destroy_process_group()
