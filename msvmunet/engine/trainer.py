@@ -150,7 +150,7 @@ def train(config: TrainConfig, *, resume: str | Path | bool | None = None) -> Pa
 
 
 def _train(config: TrainConfig, resume, info: DistInfo) -> Path:
-    from ..data import Augmenter, AugmentConfig, normalize, open_dataset, split_cases
+    from ..data import Augmenter, AugmentConfig, check_training_data, normalize, open_dataset, split_cases
 
     device = resolve_device(config.device, info)
     precision = resolve_precision(config.precision, device)
@@ -162,6 +162,7 @@ def _train(config: TrainConfig, resume, info: DistInfo) -> Path:
 
     # data ----------------------------------------------------------------------------------
     data = open_dataset(config.data, config.dataset)
+    check_training_data(data, test_split=config.select_on_test, progress=info.is_main)  # before the run folder
     cases = data.cases("train")
     val_spec = config.val_cases
     train_cases, val_cases = split_cases(cases, val_spec, seed=config.seed) if val_spec else (cases, [])
