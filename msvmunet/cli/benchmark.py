@@ -23,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=("bf16", "fp16", "fp32"), default=None,
                         help="autocast dtype (default: bf16 on CUDA, fp32 on CPU)")
     parser.add_argument("--backend", default="auto", help="scan backend: auto, triton, torch, reference")
-    parser.add_argument("--mode", choices=("train", "infer", "both"), default="both")
+    parser.add_argument("--mode", choices=("train", "infer", "both"), default="both",
+                        help="time the training step, inference, or both")
     parser.add_argument("--compile", action="store_true", help="wrap the model in torch.compile")
     parser.add_argument("--compile-mode", default=None,
                         help="torch.compile mode, e.g. max-autotune-no-cudagraphs or reduce-overhead")
@@ -35,8 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--inductor", nargs="+", default=[], metavar="FIELD=VALUE",
                         help="with --compile: inductor settings (fields of torch._inductor.config), e.g. "
                              "combo_kernels=1 or coordinate_descent_tuning=1; not with --compile-mode")
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=5, help="untimed runs first (compilation, autotuning, caches)")
+    parser.add_argument("--repeats", type=int, default=20, help="timed runs; the median is reported")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
 
 
