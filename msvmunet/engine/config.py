@@ -87,9 +87,10 @@ def _boolean(name: str, value: Any) -> bool:
     return value
 
 
-def _text(choices: Sequence[str] = (), pattern: re.Pattern | None = None, empty: bool = False) -> Check:
-    expected = f"one of {', '.join(choices)}" if choices else "a device: auto, cpu, cuda or cuda:N" if pattern \
-        else "a text"
+def _text(choices: Sequence[str] = (), pattern: re.Pattern | None = None, empty: bool = False,
+          expected: str = "a text") -> Check:
+    """Text: one of ``choices``, or matching ``pattern`` (described by ``expected``), or any (``empty`` or not)."""
+    expected = f"one of {', '.join(choices)}" if choices else expected
 
     def check(name: str, value: Any) -> str:
         if not isinstance(value, str) or (choices and value not in choices) or (not empty and not value.strip()) \
@@ -223,7 +224,7 @@ class TrainConfig:
     # engine -----------------------------------------------------------------------------------
     output: str = _opt("runs/train", "run folder: config.yaml, last.pt, final.pt, best.pt, history.csv, tensorboard/",
                        _text())
-    device: str = _opt("auto", "auto, cpu, cuda or cuda:N (torchrun: one GPU per process)", _text(pattern=_DEVICE))
+    device: str = _opt("auto", "auto, cpu, cuda or cuda:N (torchrun: one GPU per process)", _text(pattern=_DEVICE, expected="a device: auto, cpu, cuda or cuda:N"))
     precision: str = _opt("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), bf16, fp16 or fp32", _text(PRECISIONS))
     num_workers: int | str = _opt(
         "auto", f"data-loading worker processes: auto (the usable cores less one, at most 8: "
