@@ -39,15 +39,18 @@ def phantom(tmp_path_factory):
 def test_ctrl_c_in_train_says_how_to_resume_with_exit_130(phantom, tmp_path):
     run = tmp_path / "run"
     args = ["train", "--preset", "demo", "--data", str(phantom), "-o", str(run), "--image-size", "32",
-            "--batch-size", "2", "--epochs", "500", "--steps-per-epoch", "2", "--device", "cpu"]
+            "--batch-size", "2", "--epochs", "500", "--steps-per-epoch", "2", "--device", "cpu", "--num-workers", "1"]
     proc = subprocess.Popen([sys.executable, "-m", "msvmunet", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                            # a process group of its own, as a terminal's foreground job, with SIGINT not ignored
+                            # (even when the tests run where it is, as a background job)
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 300
     try:
         while not (run / "last.pt").exists() and time.time() < deadline:  # a checkpoint to resume from
             assert proc.poll() is None, proc.stderr.read()
             time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does: the training process and its data-loading workers
         _, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
