@@ -8,7 +8,6 @@ disk is reported in one line (:func:`reporting_disk_full`).
 
 from __future__ import annotations
 
-import errno
 import io
 import os
 import shutil
@@ -19,8 +18,8 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from .._files import atomic_path, atomic_write_text
-from ..errors import DataError
+from .._files import atomic_path, atomic_write, atomic_write_text, is_disk_full
+from ..errors import DataError, DiskFullError
 
 PathLike = str | os.PathLike
 
@@ -182,19 +181,17 @@ def write_npz(path: PathLike, **arrays: np.ndarray) -> None:
 
 
 def write_h5(path: PathLike, arrays: dict[str, np.ndarray], attrs: dict[str, object] | None = None) -> None:
-    """Write datasets (gzip-compressed) and attributes into an HDF5 file atomically. The file is made
-    in memory and written in one go, so that a failed write (a full disk) is an ``OSError`` of
-    Python's, not a failure inside HDF5's closing."""
+    """Write datasets (gzip-compressed) and attributes into an HDF5 file atomically."""
     import h5py
 
+    # built in memory, then written as bytes: HDF5 closing a file on a full disk crashes the process
     buffer = io.BytesIO()
     with h5py.File(buffer, "w") as f:
         for key, value in arrays.items():
             f.create_dataset(key, data=value, compression="gzip", compression_opts=4)
         for key, value in (attrs or {}).items():
             f.attrs[key] = value
-    with atomic_path(path) as tmp, open(tmp, "wb") as out:
-        out.write(buffer.getbuffer())
+    atomic_write(path, lambda out: out.write(buffer.getbuffer()), buffer.getbuffer().nbytes)
 
 
 def write_nifti(path: PathLike, array: np.ndarray, affine: np.ndarray, header=None) -> None:
@@ -227,16 +224,17 @@ def format_bytes(n: float) -> str:
 
 @contextmanager
 def reporting_disk_full(folder: PathLike, needed: Callable[[], int]) -> Iterator[None]:
-    """Turn a full disk (``OSError`` ENOSPC) in the block into a one-line :class:`DataError` naming
-    ``folder``, its free space and ``needed()``, the bytes the unfinished work still needs."""
+    """Turn a full disk in the block (a writer's :class:`DiskFullError`, or any write that failed for
+    want of space) into one :class:`DiskFullError` line naming ``folder``, its free space and
+    ``needed()``, the bytes the unfinished work still needs."""
     try:
         yield
-    except OSError as err:
-        if err.errno != errno.ENOSPC:
+    except (OSError, RuntimeError) as err:
+        if not is_disk_full(err, folder):
             raise
         folder = Path(folder)
         existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
         free = shutil.disk_usage(existing).free
-        raise DataError(f"{folder}: the disk is full ({format_bytes(free)} free, about {format_bytes(needed())} "
-                        "more needed); free some space or choose another output folder and run the same "
-                        "command again (the files already written are kept)") from err
+        raise DiskFullError(f"{folder}: the disk is full ({format_bytes(free)} free, about "
+                            f"{format_bytes(needed())} more needed); free some space or choose another output "
+                            "folder and run the same command again (the files already written are kept)") from err

@@ -10,7 +10,7 @@ import pytest
 
 from msvmunet.data import make_phantom, open_dataset, phantom_case
 from msvmunet.data.phantom import _IVC, _ORGANS, _draw_shape, _upsample
-from msvmunet.errors import ConfigError, DataError
+from msvmunet.errors import ConfigError, DiskFullError
 
 from .helpers import fill_disk_after, tree
 
@@ -120,7 +120,7 @@ def test_evaluate_runs_on_the_nnunet_phantom(phantom_dir, tmp_path):
     from msvmunet import create_model, save_model
 
     torch.manual_seed(0)
-    checkpoint = save_model(create_model("nano", num_classes=9, in_channels=1), tmp_path / "nano.pt",
+    checkpoint = save_model(create_model("nano", num_classes=9), tmp_path / "nano.pt",
                             train_config={"image_size": 32})
     result = subprocess.run([sys.executable, "-m", "msvmunet", "evaluate", "--checkpoint", str(checkpoint),
                              "--data", str(phantom_dir / "nnunet"), "--output", str(tmp_path / "eval"),
@@ -145,7 +145,7 @@ def test_a_full_disk_is_one_line_and_keeps_what_was_written(tmp_path, monkeypatc
     clean = tree(tmp_path / "clean")
     written = fill_disk_after(monkeypatch, 7)
     out = tmp_path / "full"
-    with pytest.raises(DataError) as err:
+    with pytest.raises(DiskFullError) as err:
         make_phantom(out, cases=3, test_cases=1, seed=2, size=24, slices=4)
     message = str(err.value)
     assert "\n" not in message and str(out) in message and "disk is full" in message and "more needed" in message

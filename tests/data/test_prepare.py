@@ -13,7 +13,7 @@ import pytest
 
 from msvmunet.cli import main
 from msvmunet.data import make_phantom, open_dataset, prepare_acdc, prepare_synapse
-from msvmunet.errors import DataError
+from msvmunet.errors import DataError, DiskFullError
 
 from .helpers import btcv_case, fill_disk_after, save_nifti, tree
 
@@ -182,7 +182,7 @@ def test_a_full_disk_stops_prepare_with_one_line_and_loses_nothing(btcv_raw, tmp
     with pytest.warns(UserWarning):
         prepare_synapse(btcv_raw, clean, progress=False)
     written = fill_disk_after(monkeypatch, 7)                             # fails inside the third case
-    with pytest.warns(UserWarning), pytest.raises(DataError) as err:
+    with pytest.warns(UserWarning), pytest.raises(DiskFullError) as err:
         prepare_synapse(btcv_raw, out, progress=False)
     message = str(err.value)
     assert "\n" not in message and message.startswith(f"{out}: the disk is full") and "more needed" in message
