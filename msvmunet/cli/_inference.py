@@ -19,7 +19,8 @@ def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the network's input side, for checkpoints that do not store it (converted official "
                              "ones: 224)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp16", "fp32"))
+    parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp16", "fp32"),
+                        help="autocast dtype; auto: bf16 on CUDA, fp32 on CPU")
     parser.add_argument("--batch-size", type=int, default=32,
                         help="images per forward pass (TTA's mirrored copies included)")
     parser.add_argument("--backend", default="auto", help="selective-scan backend: auto, triton, torch")

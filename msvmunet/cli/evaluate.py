@@ -22,8 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="dataset root folder")
     parser.add_argument("--split", default="test", help="which split's volumes to evaluate")
     parser.add_argument("--cases", default=None, help="comma-separated case names (default: all of the split)")
-    parser.add_argument("--protocol", choices=("paper", "strict", "both"), default="both")
-    parser.add_argument("--output", default="runs/evaluation", help="folder for the reports")
+    parser.add_argument("--protocol", choices=("paper", "strict", "both"), default="both",
+                        help="paper: the published protocol (voxel units, empty-prediction rules); strict: in mm, "
+                             "undefined cases left out and counted; both: two reports")
+    parser.add_argument("-o", "--output", "--out", default="runs/evaluation", help="folder for the reports")
     parser.add_argument("--overlays", type=int, default=3, help="write overlay PNGs for this many cases")
     parser.add_argument("--no-boxplot", action="store_true", help="skip the Dice box plot")
     add_inference_arguments(parser)

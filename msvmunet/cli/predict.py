@@ -20,7 +20,7 @@ DESCRIPTION = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="NIfTI/image files, DICOM series folders, or folders of NIfTI/image files")
-    parser.add_argument("-o", "--output", required=True,
+    parser.add_argument("-o", "--output", "--out", required=True,
                         help="output folder (or, for a single input, a file name ending .nii.gz / .png)")
     add_inference_arguments(parser)
     parser.add_argument("--overlay", default=None, metavar="DIR", help="also write overlay PNGs into DIR")

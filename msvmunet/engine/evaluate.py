@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+from tqdm import tqdm
+
 from ..errors import ConfigError
 from .segmenter import PathLike, Segmenter, load_for_inference, network_size, resolve_classes  # noqa: F401
 
@@ -76,7 +78,10 @@ def evaluate(
     output = Path(output)
     pooled = metrics.PooledConfusion(labels.names)  # pixel metrics pooled over images (VM-UNet's ISIC table)
     missing_spacing = []
-    for i, volume in enumerate(dataset.volumes(split, cases=cases)):
+    total = len(cases) if cases is not None else len(dataset.cases(split))
+    progress = tqdm(dataset.volumes(split, cases=cases), total=total, desc=f"evaluate {split}", unit="case",
+                    disable=quiet, leave=False, dynamic_ncols=True)
+    for i, volume in enumerate(progress):
         pred = seg.segment_prepared(volume.image, postprocess=False)
         post = seg.postprocess(pred)
         for name, agg in aggregators.items():
@@ -93,7 +98,7 @@ def evaluate(
             metrics.save_case_overlays(output / "overlays", volume.case, grey, volume.label, pred, labels.colors)
         if not quiet:
             dice = aggregators[protocols[0]].cases[volume.case]
-            print(f"{volume.case}: mean Dice {sum(r.dice for r in dice) / len(dice):.4f} ({protocols[0]})")
+            progress.write(f"{volume.case}: mean Dice {sum(r.dice for r in dice) / len(dice):.4f} ({protocols[0]})")
     note = "; ".join(filter(None, [str(seg.checkpoint.get("selection") or ""), seg.describe()]))
     summaries = {}
     for protocol, agg in aggregators.items():

@@ -8,7 +8,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ..errors import DataError, MsvmUnetError
+from ..errors import DataError, DiskFullError, MsvmUnetError
 from .evaluate import label_set
 from .segmenter import IMAGE_SUFFIXES, NIFTI_SUFFIXES, PathLike, Segmenter, input_kind
 
@@ -112,6 +112,8 @@ def predict(
         try:
             _predict_one(seg, path, target, overlay_dir, colors, quiet, dicom_seg)
             written.append(target)
+        except DiskFullError:
+            raise  # the next files would not fit either: stop, with what was written kept
         except (MsvmUnetError, OSError) as err:
             why = str(err).removeprefix(f"{path}: ")
             failures.append((path, why))

@@ -15,14 +15,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ..errors import ConfigError
 from ..models import MSVMUNet, create_model
 from .checkpointing import CheckpointWriter, load_training_checkpoint, training_state
 from .config import TrainConfig, save_yaml
-from .distributed import DistInfo, all_reduce_mean, barrier, cleanup, init_distributed
+from .distributed import DistInfo, all_reduce_max_, all_reduce_mean, barrier, cleanup, init_distributed, wrap_ddp
 from .inference import pick_device, predict_volume, resolve_precision
 from .epoch import TrainingError, run_epoch
 from .losses import DiceCELoss
@@ -212,7 +211,7 @@ def setup(config: TrainConfig, resume, info: DistInfo) -> Run:
         raise ConfigError(f"batch size {config.batch_size} must be divisible by the {info.world_size} processes")
     seed_everything(config.seed)
     use_graph = config.cuda_graph and graph_capable(device, info.world_size, precision)
-    data, train_cases, selection = _open_data(config)
+    data, train_cases, selection = _open_data(config, info)
     loader, sampler = _loader(data, train_cases, config, info, device, use_graph)
     steps = len(loader) if config.steps_per_epoch is None else min(len(loader), config.steps_per_epoch)
     augmenter = None
@@ -252,11 +251,12 @@ def setup(config: TrainConfig, resume, info: DistInfo) -> Run:
     return run
 
 
-def _open_data(config: TrainConfig):
+def _open_data(config: TrainConfig, info: DistInfo):
     """The dataset, the training cases, and how the checkpoint is selected."""
-    from ..data import open_dataset, split_cases
+    from ..data import check_training_data, open_dataset, split_cases
 
     data = open_dataset(config.data, config.dataset)
+    check_training_data(data, test_split=config.select_on_test, progress=info.is_main)  # before the run folder
     cases = data.cases("train")
     train_cases, val_cases = split_cases(cases, config.val_cases, seed=config.seed) if config.val_cases else (cases, [])
     if config.select_on_test and val_cases:
@@ -341,16 +341,17 @@ def train_run(run: Run) -> Path:
 
 
 def step_runner(run: Run, *, frozen: bool) -> StepRunner:
-    """A training step for the current trainable set (DDP and the compiled model rebuilt when it changes)."""
+    """A training step for the current trainable set (DDP and the compiled model rebuilt when it changes);
+    prints the step path it takes."""
     run.model.freeze_encoder(frozen)
-    wrapped: torch.nn.Module = run.model
-    if run.info.enabled:
-        index = [run.device.index] if run.device.type == "cuda" else None
-        wrapped = DistributedDataParallel(run.model, device_ids=index)
-    if run.config.compile and run.device.type == "cuda":
+    wrapped: torch.nn.Module = wrap_ddp(run.model, run.device) if run.info.enabled else run.model
+    if run.config.compile and run.device.type == "cuda":  # compiles the DDP module: graphs split at its buckets
         wrapped = torch.compile(wrapped, options=run.config.inductor or None)
-    return StepRunner(wrapped, run.criterion, run.optimizer, run.scaler, run.device, run.config.precision,
-                      run.use_graph)
+    runner = StepRunner(wrapped, run.criterion, run.optimizer, run.scaler, run.device, run.config.precision,
+                        run.use_graph)
+    if run.info.is_main:
+        print(runner.describe() + (" (encoder frozen)" if frozen else ""))
+    return runner
 
 
 def train_epoch(run: Run, runner: StepRunner, epoch: int) -> dict[str, Any]:
@@ -383,7 +384,8 @@ def train_epoch(run: Run, runner: StepRunner, epoch: int) -> dict[str, Any]:
     try:
         result = run_epoch(bar, run.steps_per_epoch, prepare=prepare, step=step, device=device, epoch=epoch,
                            last_good=f"{run.run_dir / 'last.pt'} (after epoch {epoch})", progress=show,
-                           after_last_batch=lambda: run.start_loading(epoch + 1))
+                           after_last_batch=lambda: run.start_loading(epoch + 1),
+                           agree=(lambda flag: all_reduce_max_(flag, info)) if info.enabled else None)
     finally:
         if hasattr(bar, "close"):
             bar.close()

@@ -29,6 +29,34 @@ def btcv_case(index: int, shape=(12, 10, 5)) -> tuple[np.ndarray, np.ndarray]:
     return hu, label
 
 
+def tree(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` by relative path, with its bytes."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def fill_disk_after(monkeypatch, files: int) -> list[Path]:
+    """A file-system stub: the data writers' atomic writes succeed ``files`` times, then fail with
+    ENOSPC as on a full disk (the temporary file removed, the target untouched). Returns the
+    list of the files written."""
+    import errno
+    from contextlib import contextmanager
+
+    from msvmunet.data import io
+
+    real, written = io.atomic_path, []
+
+    @contextmanager
+    def filling_up(path):
+        with real(path) as tmp:
+            yield tmp
+            if len(written) == files:
+                raise OSError(errno.ENOSPC, "No space left on device", str(tmp))
+            written.append(Path(path))
+
+    monkeypatch.setattr(io, "atomic_path", filling_up)
+    return written
+
+
 def write_dicom_series(folder: Path, stored: np.ndarray, *, origin=(-80.0, -95.5, 30.0), row_cos=(1.0, 0.0, 0.0),
                        col_cos=(0.0, 1.0, 0.0), spacing=(0.75, 0.6), gap=2.5, slope=1.0, intercept=-1024.0,
                        series_uid: str | None = None, skip=(), seed: int = 0) -> list[Path]:
