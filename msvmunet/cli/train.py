@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None, help="YAML file of options (keys as below, with underscores)")
     parser.add_argument("--resume", nargs="?", const=True, default=None,
                         help="continue a run: from <output>/last.pt, or from the checkpoint given")
+    parser.add_argument("--force", action="store_true",
+                        help="replace the run in --output (its checkpoints and history are removed once the new "
+                             "run is set up); without it, a folder holding a run is refused")
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
         hint, default = hints[f.name], f.default if f.default is not dataclasses.MISSING else f.default_factory()
@@ -78,6 +81,6 @@ def run(args: argparse.Namespace) -> int:
     if args.inductor is not None:  # FIELD=VALUE items replace the default settings; none: inductor's own
         args.inductor = parse_inductor_items(args.inductor)
     config = resolve_config(args.preset, args.config, **{n: getattr(args, n) for n in names})
-    run_dir = train(config, resume=args.resume)
+    run_dir = train(config, resume=args.resume, force=args.force)
     print(f"run folder: {run_dir}")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -15,6 +15,7 @@ from ..errors import CheckpointError
 from ..models.checkpoints import checkpoint_dict, load_file
 from ..models.config import ModelConfig
 from .distributed import unwrap
+from .run_folder import disk_full_error, tensor_bytes
 
 
 def rng_state() -> dict[str, Any]:
@@ -58,7 +59,10 @@ class CheckpointWriter:
 
     ``save`` snapshots everything to CPU memory at once (so later training steps cannot change what
     is written), then writes atomically in the background; the next ``save`` or ``close`` waits for
-    the previous write. A killed process leaves the previous complete file in place.
+    the previous write. A failed write is raised by the next ``save``, ``check`` or ``close``: iterate
+    the training batches through ``watch`` to have it raised at the next batch. A full disk is a
+    :class:`~msvmunet.engine.run_folder.DiskFullError`. A killed process leaves the previous complete
+    file in place.
     """
 
     def __init__(self) -> None:
@@ -72,8 +76,11 @@ class CheckpointWriter:
         def write() -> None:
             try:
                 atomic_save(snapshot, path)
-            except BaseException as err:  # reported by the next wait()
-                self._error = err
+            except BaseException as err:  # reported by the next wait() or check()
+                full = disk_full_error(err, Path(path).parent, tensor_bytes(snapshot), Path(path).name)
+                if full is not None:
+                    full.__cause__ = err
+                self._error = full or err
 
         self._thread = threading.Thread(target=write, name="checkpoint-writer", daemon=False)
         self._thread.start()
@@ -82,11 +89,35 @@ class CheckpointWriter:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        self.check()
+
+    def check(self) -> None:
+        """Raise the error of a finished write, if any (never waits)."""
         if self._error is not None:
             err, self._error = self._error, None
             raise err
 
+    def watch(self, batches: Iterable) -> "_Watched":
+        """``batches``, checking before each item that no write has failed."""
+        return _Watched(batches, self.check)
+
     close = wait
+
+
+class _Watched:
+    def __init__(self, batches: Iterable, check: Callable[[], None]) -> None:
+        self.batches, self._check = batches, check
+
+    def __iter__(self) -> Iterator:
+        for batch in self.batches:
+            self._check()
+            yield batch
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getattr__(self, name: str) -> Any:  # the loader's attributes (dataset, sampler, ...)
+        return getattr(self.__dict__["batches"], name)
 
 
 def training_state(*, model, optimizer, scheduler, scaler, epoch: int, train_config: dict,
