@@ -23,6 +23,7 @@ from msvmunet.cli import main
 from msvmunet.engine import TrainConfig, train
 from msvmunet.engine import run_folder as rf
 from msvmunet.engine import trainer
+from msvmunet.errors import DataError
 
 from ..conftest import ROOT
 from .conftest import quick_config
@@ -48,9 +49,8 @@ def test_a_run_is_replaced_only_with_force_and_only_once_the_new_run_is_set_up(t
     # --force with data that fails during set-up: the old run is untouched, config.yaml included
     empty = tmp_path / "no-data"
     empty.mkdir()
-    with pytest.raises(Exception) as failed:
+    with pytest.raises(DataError):
         train(quick_config(empty, run, epochs=1, image_size=48), force=True)
-    assert not isinstance(failed.value, rf.RunFolderError)
     assert (run / "config.yaml").read_text() == config_text
     assert epoch_of(run / "final.pt") == 2 and (run / "best.pt").exists()
     capsys.readouterr()
@@ -136,12 +136,20 @@ def test_lock_refuses_a_live_owner_and_takes_over_a_dead_one(tmp_path, capsys):
     assert [p.name for p in folder.iterdir()] == []  # no renamed stale lock left behind
 
 
-def test_the_lock_is_released_on_errors_and_a_new_folder_left_empty_is_removed(tiny_phantom, tmp_path):
+def test_lock_released_and_temporaries_removed_at_the_end(tiny_phantom, tmp_path, monkeypatch, capsys):
     with pytest.raises(ConfigError, match="--pretrained-encoder PATH"):
         train(quick_config(tiny_phantom, tmp_path / "new").replace(pretrained_encoder=None))
-    assert not (tmp_path / "new").exists()
+    assert not (tmp_path / "new").exists()  # made for the lock, left empty: removed again
+
+    def save_epoch(run, *args):  # as if a write of the run had been cut short
+        save(run, *args)
+        (run.run_dir / ".tmp-0badc0de-best.pt").write_bytes(b"partial")
+
+    save = trainer.save_epoch
+    monkeypatch.setattr(trainer, "save_epoch", save_epoch)
     run = train(quick_config(tiny_phantom, tmp_path / "run", epochs=1, steps_per_epoch=1))
-    assert not (run / "train.lock").exists()
+    assert "removed 1 temporary file(s) of an interrupted write" in capsys.readouterr().out
+    assert not temporaries(run) and not (run / "train.lock").exists()
 
 
 # ---------------------------------------------------------------------------------------- items 2 and 6
@@ -198,6 +206,13 @@ def test_kill_9_during_the_first_checkpoint_write(tiny_phantom, tmp_path, capsys
     assert epoch_of(run_dir / "final.pt") == 2
     assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml", "final.pt", "history.csv", "last.pt",
                                                          "tensorboard"]
+
+
+def test_resume_without_a_run_says_what_to_do(tiny_phantom, tmp_path):
+    with pytest.raises(CheckpointError, match=r"nothing to resume: .*last\.pt not found \(no run in .*\); start a "
+                                              r"new run without --resume"):
+        train(quick_config(tiny_phantom, tmp_path / "none"), resume=True)
+    assert not (tmp_path / "none").exists()
 
 
 def test_only_the_runs_own_temporaries_are_removed(tmp_path, capsys):
