@@ -18,7 +18,8 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="tiny_0230s", help="model name (see msvmunet.list_models())")
+    parser.add_argument("--model", default=None,
+                        help="model name (see msvmunet.list_models(); default: tiny_0230s, or the preset's with --data)")
     parser.add_argument("--device", default="auto", help="'auto', 'cpu', 'cuda' or 'cuda:N'")
     parser.add_argument("--batch", type=int, nargs="+", default=[32], help="batch size(s)")
     parser.add_argument("--size", type=int, default=224, help="image side in pixels")
@@ -27,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="autocast dtype (default: bf16 on CUDA, fp32 on CPU)")
     parser.add_argument("--backend", default="auto", help="scan backend: auto, triton, torch, reference")
     parser.add_argument("--mode", choices=("train", "infer", "both"), default="both")
-    parser.add_argument("--compile", action="store_true", help="wrap the model in torch.compile")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="wrap the model in torch.compile (default: off; with --data, the recipe's: on for CUDA)")
     parser.add_argument("--compile-mode", default=None,
                         help="torch.compile mode, e.g. max-autotune-no-cudagraphs or reduce-overhead")
     parser.add_argument("--cuda-graph", action="store_true",
@@ -61,13 +63,15 @@ def run(args: argparse.Namespace) -> int:
     if args.scan_tuning:
         set_scan_tuning(args.scan_tuning)
     options = parse_inductor_items(args.inductor) if args.inductor else None
-    if options and (not args.compile or args.compile_mode):
+    compiling = args.compile is not False if args.data is not None else bool(args.compile)
+    if options and (not compiling or args.compile_mode):
         from ..errors import ConfigError
 
         raise ConfigError("--inductor takes effect with --compile and without --compile-mode (torch.compile takes "
                           "either a mode or options)")
     if args.data is not None:
         return run_end_to_end(args, options)
+    args.model = args.model or "tiny_0230s"
     device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     precision = args.precision or ("bf16" if device.startswith("cuda") else "fp32")
     modes = ("train", "infer") if args.mode == "both" else (args.mode,)
@@ -94,7 +98,7 @@ def run_end_to_end(args: argparse.Namespace, inductor: dict | None) -> int:
 
     overrides = dict(device=args.device, num_workers=args.num_workers, steps_per_epoch=args.steps_per_epoch,
                      batch_size=args.batch[0] if args.batch != [32] else None, model=args.model,
-                     compile=True if args.compile else None, scan_backend=args.backend, image_size=args.size,
+                     compile=args.compile, scan_backend=args.backend, image_size=args.size,
                      precision=args.precision, inductor=inductor)
     rows = benchmark_training(args.data, output=args.output, frozen_epochs=args.frozen_epochs,
                               train_epochs=args.train_epochs, preset=args.preset, **overrides)

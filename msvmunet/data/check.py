@@ -16,6 +16,7 @@ from .io import check_image, check_label, check_same_shape
 class SplitReport:
     items: int = 0
     valid: int = 0
+    cases: int = 0
     shapes: set[tuple[int, ...]] = field(default_factory=set)
     histogram: np.ndarray | None = None
 
@@ -27,6 +28,8 @@ class CheckReport:
     root: Path
     kind: str
     class_names: tuple[str, ...]
+    channels: int = 1
+    notes: tuple[str, ...] = ()
     splits: dict[str, SplitReport] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
@@ -35,11 +38,16 @@ class CheckReport:
         return not self.problems
 
     def format(self, max_problems: int = 20) -> str:
-        lines = [f"{self.root}: {self.kind} dataset, {len(self.class_names)} classes ({', '.join(self.class_names)})"]
+        lines = [f"{self.root}: {self.kind} dataset, {len(self.class_names)} classes ({', '.join(self.class_names)}), "
+                 f"{self.channels} image channel(s)"]
+        lines += [f"  note: {n}" for n in self.notes]
         for name, split in self.splits.items():
-            shapes = sorted(split.shapes)
-            shown = ", ".join("x".join(map(str, s)) for s in shapes[:4]) + (" ..." if len(shapes) > 4 else "")
-            lines.append(f"  {name}: {split.valid}/{split.items} readable and valid; shapes {shown or '-'}")
+            shapes = sorted(split.shapes, key=lambda s: (int(np.prod(s)), s))
+            shown = ", ".join("x".join(map(str, s)) for s in shapes)
+            if len(shapes) > 4:
+                shown = f"{len(shapes)} sizes from {'x'.join(map(str, shapes[0]))} to {'x'.join(map(str, shapes[-1]))}"
+            lines.append(f"  {name}: {split.valid}/{split.items} readable and valid ({split.cases} cases); "
+                         f"shapes {shown or '-'}")
             if split.histogram is not None and split.histogram.sum():
                 fractions = split.histogram / split.histogram.sum()
                 lines.append("    classes: " + ", ".join(f"{c} {100 * f:.2f}%"
@@ -57,11 +65,18 @@ class CheckReport:
 def check_dataset(root: str | Path, kind: str | None = None, *, progress: bool = False) -> CheckReport:
     """Read every file of every split of the dataset at ``root`` and collect all problems.
 
-    Checks: the layout is recognised, list files name existing files and are not empty, each file
-    reads, image and label shapes match, images are finite, labels are whole numbers in 0..C-1.
+    Checks: the layout is recognised, list files name existing files and are not empty, splits share
+    no case, each file reads, image and label shapes match, images are finite, labels are whole
+    numbers in 0..C-1 (image folders: every image has a mask, every mask value a class).
     """
     data = open_dataset(root, kind)
-    report = CheckReport(root=Path(root), kind=data.kind, class_names=tuple(data.class_names))
+    report = CheckReport(root=Path(root), kind=data.kind, class_names=tuple(data.class_names),
+                         channels=data.preprocessing.channels, notes=tuple(getattr(data, "notes", ())))
+    if hasattr(data, "split_problems"):  # layouts whose splits or pairs can disagree
+        try:
+            report.problems += data.split_problems()
+        except DataError as err:
+            report.problems.append(str(err))
     for split in data.splits:
         try:
             names = data.names(split)
@@ -70,7 +85,8 @@ def check_dataset(root: str | Path, kind: str | None = None, *, progress: bool =
                 continue
             report.problems.append(str(err))
             continue
-        stats = SplitReport(items=len(names), histogram=np.zeros(data.num_classes, dtype=np.int64))
+        stats = SplitReport(items=len(names), cases=len({data.case_of(n) for n in names}),
+                            histogram=np.zeros(data.num_classes, dtype=np.int64))
         iterator = names
         if progress:
             from tqdm import tqdm
@@ -80,7 +96,7 @@ def check_dataset(root: str | Path, kind: str | None = None, *, progress: bool =
             where = str(data.path(split, name))
             try:
                 image, label, _ = data.read(split, name)
-                check_same_shape(image, label, where)
+                check_same_shape(image[0] if image.ndim == label.ndim + 1 else image, label, where)  # (C, ...)
                 check_image(image, where)
                 label = check_label(label, data.num_classes, where)
             except DataError as err:

@@ -219,8 +219,6 @@ def benchmark_training(data: str, *, output: str | None = None, frozen_epochs: i
     finally:
         if output is None:
             shutil.rmtree(folder, ignore_errors=True)
-    for row in rows:
-        row["images"] = row["images_per_s"] * row["train_s"]
     return rows
 
 

@@ -58,26 +58,29 @@ class CheckpointWriter:
     """Writes checkpoints from a background thread so that training does not wait for the disk.
 
     ``save`` snapshots everything to CPU memory at once (so later training steps cannot change what
-    is written), then writes atomically in the background; the next ``save`` or ``close`` waits for
-    the previous write. A failed write is raised by the next ``save``, ``check`` or ``close``: iterate
-    the training batches through ``watch`` to have it raised at the next batch. A full disk is a
-    :class:`~msvmunet.engine.run_folder.DiskFullError`. A killed process leaves the previous complete
-    file in place.
+    is written), then writes atomically in the background; ``copies`` maps further paths to changed
+    plain values, written from the same snapshot (``final.pt`` beside ``last.pt``: one copy from the
+    GPU, and no wait for the first file before the second). A failed write is raised by the next
+    ``save``, ``check`` or ``close``: iterate the training batches through ``watch`` to have it
+    raised at the next batch. A full disk is a :class:`~msvmunet.engine.run_folder.DiskFullError`.
+    A killed process leaves the previous complete file in place.
     """
 
     def __init__(self) -> None:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
-    def save(self, path: str | Path, obj: dict[str, Any]) -> None:
+    def save(self, path: str | Path, obj: dict[str, Any], copies: dict[Path, dict[str, Any]] | None = None) -> None:
         self.wait()
         snapshot = _to_cpu(obj)
+        targets = [(Path(path), snapshot)] + [(Path(p), dict(snapshot, **changes)) for p, changes in (copies or {}).items()]
 
         def write() -> None:
             try:
-                atomic_save(snapshot, path)
+                for target, state in targets:
+                    atomic_save(state, target)
             except BaseException as err:  # reported by the next wait() or check()
-                full = disk_full_error(err, Path(path).parent, tensor_bytes(snapshot), Path(path).name)
+                full = disk_full_error(err, target.parent, tensor_bytes(state), target.name)
                 if full is not None:
                     full.__cause__ = err
                 self._error = full or err
@@ -109,7 +112,10 @@ class _Watched:
         self.batches, self._check = batches, check
 
     def __iter__(self) -> Iterator:
-        for batch in self.batches:
+        return self._checked(iter(self.batches))  # the loader's iterator made now: its workers start now
+
+    def _checked(self, batches: Iterator) -> Iterator:
+        for batch in batches:
             self._check()
             yield batch
 

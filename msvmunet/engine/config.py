@@ -25,8 +25,10 @@ def _opt(default: Any, help: str) -> Any:
 @dataclass
 class TrainConfig:
     # data -------------------------------------------------------------------------------------
-    data: str = _opt("", "dataset root folder (Synapse, ACDC or nnU-Net raw layout; see 'msvmunet check-data')")
-    dataset: str | None = _opt(None, "dataset format: synapse, acdc or nifti (default: detected from the folder)")
+    data: str = _opt("", "dataset root folder (Synapse, ACDC, nnU-Net raw, SSL4MIS ACDC or 2-D images; see "
+                         "'msvmunet check-data')")
+    dataset: str | None = _opt(None, "dataset format: synapse, acdc, nifti, ssl4mis or images (default: detected "
+                                     "from the folder)")
     val_cases: list[str] | int | float = _opt(
         [], "training cases held out for model selection: names (comma-separated), a count, or a fraction "
             "(default: none; the final epoch is reported)")
@@ -62,8 +64,9 @@ class TrainConfig:
     seed: int = _opt(42, "random seed (shuffling, augmentation, initialisation, held-out cases)")
     scan_backend: str = _opt("auto", "selective-scan backend: auto, triton, torch")
     compile: bool = _opt(
-        False, "on CUDA, compile the model with torch.compile (minutes once, then faster steps: fused "
-               "LayerNorms, casts and element-wise operations); ignored on CPU")
+        True, "on CUDA, compile the model with torch.compile (fused LayerNorms, casts and element-wise operations: "
+              "a faster step, after a first compilation of a few minutes that later runs on the machine reuse from "
+              "the cache in ~/.cache/msvmunet, or $MSVMUNET_CACHE_DIR); ignored on CPU")
     inductor: dict[str, Any] = _opt(
         dict(TRAIN_INDUCTOR), "with compile: inductor settings for torch.compile (fields of torch._inductor.config); "
                               "the default autotunes the launch configurations of the fused element-wise and "

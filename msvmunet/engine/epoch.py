@@ -5,6 +5,10 @@ first non-finite loss is remembered there (:class:`LossWatch`); every ``check_ev
 values are copied to pinned host memory without blocking and looked at once the copy has landed.
 Phase times come from CUDA events read at the end of the epoch (:class:`PhaseClock`); on the CPU,
 where every operation is synchronous, from the wall clock.
+
+On CUDA the next batch is copied to the device and augmented on a side stream while the current
+step runs (:class:`SideStream`), so that its kernels fill the gaps of the step's instead of
+waiting behind them.
 """
 
 from __future__ import annotations
@@ -28,15 +32,16 @@ class TrainingError(MsvmUnetError):
 class PhaseClock:
     """Where an epoch's time goes, per phase, without a host sync per step.
 
-    ``data``: host seconds spent waiting for the loader; ``augment``: device seconds from the start
-    of a step to the network input (host-to-device copy, augmentation, normalisation); ``step``:
-    device seconds of the training step (forward, loss, backward, optimiser).
+    ``data``: host seconds spent waiting for the loader; ``augment``: device seconds from a batch's
+    arrival to the network input (host-to-device copy, augmentation, normalisation; on CUDA on a side
+    stream, overlapping the step); ``step``: device seconds of the training steps (forward, loss,
+    backward, optimiser). On CUDA, marks are events read once, at the end of the epoch.
     """
 
     def __init__(self, device: torch.device) -> None:
         self.cuda = device.type == "cuda"
         self.data = 0.0
-        self.marks: list[tuple[Any, Any, Any]] = []
+        self.spans: dict[str, list[tuple[Any, Any]]] = {"augment": [], "step": []}
 
     def mark(self) -> Any:
         if not self.cuda:
@@ -45,19 +50,51 @@ class PhaseClock:
         event.record()
         return event
 
+    def add(self, phase: str, start: Any, end: Any) -> None:
+        self.spans[phase].append((start, end))
+
     def seconds(self) -> dict[str, float]:
         """Phase totals of the epoch (synchronises once, on the last mark)."""
-        out = {"data": self.data, "augment": 0.0, "step": 0.0}
-        if self.cuda and self.marks:
-            self.marks[-1][-1].synchronize()
-        for start, mid, end in self.marks:
+        out = {"data": self.data}
+        if self.cuda:
+            torch.cuda.synchronize()
+        for phase, spans in self.spans.items():
             if self.cuda:
-                out["augment"] += start.elapsed_time(mid) / 1e3
-                out["step"] += mid.elapsed_time(end) / 1e3
+                out[phase] = sum(a.elapsed_time(b) for a, b in spans) / 1e3
             else:
-                out["augment"] += mid - start
-                out["step"] += end - mid
+                out[phase] = sum(b - a for a, b in spans)
         return out
+
+
+class SideStream:
+    """Batch preparation on a second CUDA stream, one step ahead of the training step (CPU: inline)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+
+    def submit(self, prepare: Callable[[], tuple[Tensor, Tensor]], clock: "PhaseClock"):
+        """Queue ``prepare()`` (timed as the ``augment`` phase); returns what :meth:`take` needs."""
+        if self.stream is None:
+            start = clock.mark()
+            out = prepare()
+            clock.add("augment", start, clock.mark())
+            return out, None
+        with torch.cuda.stream(self.stream):
+            start = clock.mark()
+            out = prepare()
+            end = clock.mark()
+        clock.add("augment", start, end)
+        return out, end
+
+    def take(self, submitted) -> tuple[Tensor, Tensor]:
+        """(images, labels), usable on the current stream."""
+        (images, labels), ready = submitted
+        if ready is not None:
+            current = torch.cuda.current_stream(images.device)
+            current.wait_event(ready)
+            images.record_stream(current)  # the allocator must not hand this memory back to the side stream early
+            labels.record_stream(current)
+        return images, labels
 
 
 class LossWatch:
@@ -126,29 +163,39 @@ class EpochResult:
 
 def run_epoch(batches: Iterable[dict[str, Tensor]], steps: int, *, prepare: Callable[[dict, int], tuple[Tensor, Tensor]],
               step: Callable[[Tensor, Tensor], Tensor], device: torch.device, epoch: int, last_good: str,
-              progress: Callable[[float], None] | None = None, check_every: int = 25) -> EpochResult:
+              progress: Callable[[float], None] | None = None, check_every: int = 25,
+              after_last_batch: Callable[[], None] | None = None) -> EpochResult:
     """Train on at most ``steps`` batches.
 
     prepare(batch, step) -> (network input, labels) on the device; step(images, labels) -> loss
     (a device scalar; it may be overwritten by the next step, so it is consumed at once);
-    progress(mean loss so far) is called when a loss value reaches the host.
+    progress(mean loss so far) is called when a loss value reaches the host; after_last_batch() once
+    the epoch's last batch is in hand (e.g. to start loading the next epoch while the GPU catches up).
     """
     clock = PhaseClock(device)
     watch = LossWatch(device, check_every)
+    side = SideStream(device)
     iterator = iter(batches)
-    done = 0
-    for i in range(steps):
+
+    def fetch(i: int):
+        if i >= steps:
+            return None
         t = time.perf_counter()
         batch = next(iterator, None)
         clock.data += time.perf_counter() - t
-        if batch is None:
-            break
+        if after_last_batch is not None and (batch is None or i == steps - 1):
+            after_last_batch()
+        return None if batch is None else side.submit(lambda: prepare(batch, i), clock)
+
+    ahead = fetch(0)
+    done = 0
+    while ahead is not None:
+        images, labels = side.take(ahead)
+        ahead = fetch(done + 1)  # queued before this step, so that it runs beside it
         start = clock.mark()
-        images, labels = prepare(batch, i)
-        mid = clock.mark()
         loss = step(images, labels)
-        watch.add(loss, i)
-        clock.marks.append((start, mid, clock.mark()))
+        watch.add(loss, done)
+        clock.add("step", start, clock.mark())
         done += 1
         seen, fresh = watch.poll()
         if fresh:

@@ -60,7 +60,7 @@ def out_of_memory_error(device: torch.device, batch_size: int, world_size: int, 
     )
 
 
-def build_model(config: TrainConfig, num_classes: int) -> MSVMUNet:
+def build_model(config: TrainConfig, num_classes: int, in_channels: int = 3) -> MSVMUNet:
     if config.pretrained_encoder is None:
         raise ConfigError(
             "the recipe starts from VMamba ImageNet encoder weights: pass --pretrained-encoder PATH "
@@ -68,7 +68,7 @@ def build_model(config: TrainConfig, num_classes: int) -> MSVMUNet:
         )
     pretrained = None if str(config.pretrained_encoder).lower() == "none" else config.pretrained_encoder
     return create_model(
-        config.model, num_classes=num_classes, pretrained_encoder=pretrained,
+        config.model, num_classes=num_classes, in_channels=in_channels, pretrained_encoder=pretrained,
         scan_backend=config.scan_backend, **config.model_options,
     )
 
@@ -168,6 +168,21 @@ class Run:
     start_epoch: int = 0
     history_rows: list[dict] = dataclasses.field(default_factory=list)
     best: dict | None = None
+    next_batches: Any = None  # the next epoch's batches, already loading
+
+    def batches(self, epoch: int):
+        """The loader's iterator for ``epoch`` (started early by :meth:`start_loading`, or now)."""
+        batches, self.next_batches = self.next_batches, None
+        if batches is None:
+            self.sampler.set_epoch(epoch)
+            batches = iter(self.loader)
+        return batches
+
+    def start_loading(self, epoch: int) -> None:
+        """Let the workers start on ``epoch``'s batches (the current epoch's are all taken)."""
+        if epoch < self.config.epochs and self.loader.num_workers > 0:
+            self.sampler.set_epoch(epoch)
+            self.next_batches = iter(self.loader)
 
 
 def train(config: TrainConfig, *, resume: str | Path | bool | None = None, force: bool = False) -> Path:
@@ -200,8 +215,6 @@ def setup(config: TrainConfig, resume, info: DistInfo) -> Run:
     if config.batch_size % info.world_size:
         raise ConfigError(f"batch size {config.batch_size} must be divisible by the {info.world_size} processes")
     seed_everything(config.seed)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick its fastest convolutions
     use_graph = config.cuda_graph and graph_capable(device, info.world_size, precision)
     data, train_cases, selection = _open_data(config)
     loader, sampler = _loader(data, train_cases, config, info, device, use_graph)
@@ -211,9 +224,12 @@ def setup(config: TrainConfig, resume, info: DistInfo) -> Run:
         from ..data import Augmenter, AugmentConfig
 
         augmenter = Augmenter(AugmentConfig(mode=config.noise))
-    model = build_model(config, data.num_classes).to(device)
+    model = build_model(config, data.num_classes, data.preprocessing.model_channels).to(device)
     criterion = DiceCELoss(config.ce_weight, config.dice_weight)
     if config.compile and device.type == "cuda":  # the torch form (no Triton) fuses; the Triton form is two kernels either way
+        from .compiling import use_compile_caches
+
+        use_compile_caches()
         criterion = torch.compile(criterion, options=config.inductor or None)
     # a CUDA graph bakes in plain numbers: the learning rate lives in a tensor the scheduler updates in place
     lr = torch.tensor(config.lr, device=device) if use_graph else config.lr
@@ -253,6 +269,8 @@ def _open_data(config: TrainConfig):
     elif val_cases:
         selection = Selection("train", val_cases, f"selected on validation cases held out of training: "
                               f"{', '.join(val_cases)}")
+    elif "val" in data.splits:  # the dataset's own validation split (SSL4MIS val.list, image-folder val/)
+        selection = Selection("val", None, "selected on the dataset's validation split")
     else:
         selection = Selection(None, None, "final epoch (no selection)")
     return data, train_cases, selection
@@ -328,7 +346,7 @@ def train_run(run: Run) -> Path:
 
 def step_runner(run: Run, *, frozen: bool) -> StepRunner:
     """A training step for the current trainable set (DDP and the compiled model rebuilt when it changes)."""
-    run.model.encoder.requires_grad_(not frozen)
+    run.model.freeze_encoder(frozen)
     wrapped: torch.nn.Module = run.model
     if run.info.enabled:
         index = [run.device.index] if run.device.type == "cuda" else None
@@ -344,7 +362,7 @@ def train_epoch(run: Run, runner: StepRunner, epoch: int) -> dict[str, Any]:
     from ..data import normalize
 
     config, info, device = run.config, run.info, run.device
-    run.sampler.set_epoch(epoch)
+    batches = run.batches(epoch)
     run.model.train()
 
     def prepare(batch: dict, step: int):
@@ -363,12 +381,13 @@ def train_epoch(run: Run, runner: StepRunner, epoch: int) -> dict[str, Any]:
                 raise
             raise out_of_memory_error(device, config.batch_size, info.world_size, tuple(images.shape[-2:])) from None
 
-    bar = _progress(run.loader, run.steps_per_epoch, f"epoch {epoch + 1}/{config.epochs}", info.is_main)
+    bar = _progress(batches, run.steps_per_epoch, f"epoch {epoch + 1}/{config.epochs}", info.is_main)
     show = (lambda loss: bar.set_postfix(loss=f"{loss:.4f}", refresh=False)) if hasattr(bar, "set_postfix") else None
     t = time.perf_counter()
     try:
         result = run_epoch(bar, run.steps_per_epoch, prepare=prepare, step=step, device=device, epoch=epoch,
-                           last_good=f"{run.run_dir / 'last.pt'} (after epoch {epoch})", progress=show)
+                           last_good=f"{run.run_dir / 'last.pt'} (after epoch {epoch})", progress=show,
+                           after_last_batch=lambda: run.start_loading(epoch + 1))
     finally:
         if hasattr(bar, "close"):
             bar.close()
@@ -378,7 +397,7 @@ def train_epoch(run: Run, runner: StepRunner, epoch: int) -> dict[str, Any]:
                            "lr": float(run.optimizer.param_groups[0]["lr"])}
     run.scheduler.step()
     images = result.steps * config.batch_size
-    row.update(train_s=seconds, images_per_s=images / seconds if seconds > 0 else float("nan"),
+    row.update(images=images, train_s=seconds, images_per_s=images / seconds if seconds > 0 else float("nan"),
                **{f"{phase}_s": value for phase, value in result.phases.items()})
     return row
 
@@ -405,9 +424,9 @@ def save_epoch(run: Run, epoch: int, row: dict, history: "_History", writer: Che
     if not run.info.is_main:
         return
     state = _state(run, epoch, history.rows + [row], selection=f"epoch {epoch + 1}")
-    writer.save(run.run_dir / "last.pt", state)
-    if epoch + 1 == run.config.epochs:
-        writer.save(run.run_dir / "final.pt", dict(state, selection=f"final epoch {epoch + 1}"))
+    final = epoch + 1 == run.config.epochs
+    writer.save(run.run_dir / "last.pt", state,
+                copies={run.run_dir / "final.pt": {"selection": f"final epoch {epoch + 1}"}} if final else None)
 
 
 def _state(run: Run, epoch: int, history: list[dict], **extra: Any) -> dict[str, Any]:

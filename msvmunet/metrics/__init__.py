@@ -12,6 +12,7 @@ The plotting function ``save_dice_boxplot`` needs matplotlib (``pip install "msv
 from .binary import asd, binary_metrics, dice, hd95, jaccard, surface_distances
 from .figures import overlay_image, pick_slices, save_case_overlays, save_dice_boxplot, save_overlay
 from .labels import ACDC, SYNAPSE, LabelSet, default_colors
+from .pooled import POOLED_METRICS, PooledConfusion, confusion_matrix, format_pooled, scores, write_pooled_report
 from .protocols import (
     METRICS,
     PROTOCOLS,
@@ -36,7 +37,9 @@ from .report import (
 __all__ = [
     "ACDC",
     "METRICS",
+    "POOLED_METRICS",
     "PROTOCOLS",
+    "PooledConfusion",
     "SYNAPSE",
     "Aggregator",
     "ClassResult",
@@ -48,9 +51,11 @@ __all__ = [
     "binary_metrics",
     "check_protocol",
     "class_metrics",
+    "confusion_matrix",
     "default_colors",
     "dice",
     "evaluate_case",
+    "format_pooled",
     "format_summary",
     "hd95",
     "jaccard",
@@ -59,9 +64,11 @@ __all__ = [
     "save_case_overlays",
     "save_dice_boxplot",
     "save_overlay",
+    "scores",
     "summary_to_dict",
     "surface_distances",
     "write_case_csv",
+    "write_pooled_report",
     "write_report",
     "write_summary_json",
     "write_summary_markdown",

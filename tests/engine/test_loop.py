@@ -51,7 +51,7 @@ def _epoch_reads(tiny_phantom, tmp_path, steps: int, sabotage: bool) -> int:
 
 
 def test_the_loop_reads_no_device_value_per_step(tiny_phantom, tmp_path):
-    steps = 12  # LossWatch looks every 25 steps: here only at the end of the epoch
+    steps = 8  # LossWatch looks every 25 steps: here only at the end of the epoch
     reads = _epoch_reads(tiny_phantom, tmp_path / "a", steps, sabotage=False)
     assert reads <= 4, f"{reads} host reads in an epoch of {steps} steps"
     # the count sees a read per step when there is one
