@@ -281,6 +281,18 @@ def test_the_writer_reports_a_failed_write_at_the_next_batch(tmp_path, monkeypat
     assert list(batches) == [1, 2]  # reported once
     writer.close()
 
+    class Loader:  # a DataLoader starts its workers when its iterator is made
+        made = 0
+        num_workers = 2
+
+        def __iter__(self):
+            Loader.made += 1
+            return iter([3])
+
+    watched = writer.watch(Loader())
+    batches = iter(watched)
+    assert Loader.made == 1 and watched.num_workers == 2 and list(batches) == [3]
+
 
 def _tensors(path):
     out, todo = [], [torch.load(path, weights_only=True)]
