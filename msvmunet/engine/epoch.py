@@ -3,6 +3,10 @@
 Nothing in the loop reads a device value back per step. The loss is summed on the device and the
 first non-finite loss is remembered there (:class:`LossWatch`); every ``check_every`` steps its
 values are copied to pinned host memory without blocking and looked at once the copy has landed.
+Under DDP the stop is collective: at those same steps, and at the end of the epoch, the processes
+agree (an all-reduce queued on the device) on whether any of them saw a non-finite loss, and each
+process looks at the values it requested ``check_every`` steps earlier, at the same step as the
+others; all stop together instead of one waiting forever in the next gradient all-reduce.
 Phase times come from CUDA events read at the end of the epoch (:class:`PhaseClock`); on the CPU,
 where every operation is synchronous, from the wall clock.
 
@@ -100,15 +104,17 @@ class SideStream:
 class LossWatch:
     """The epoch's loss sum and its first non-finite loss, kept on the device, read without stalling."""
 
-    def __init__(self, device: torch.device, check_every: int = 25) -> None:
+    def __init__(self, device: torch.device, check_every: int = 25,
+                 agree: Callable[[Tensor], Tensor] | None = None) -> None:
         self.device = device
         self.check_every = max(1, check_every)
-        # [sum of losses, steps, first bad step (-1: none), the bad loss]
-        self.state = torch.tensor([0.0, 0.0, -1.0, 0.0], dtype=torch.float64, device=device)
+        self.agree = agree  # DDP: in place, the maximum over the processes
+        # [sum of losses, steps, first bad step (-1: none), the bad loss, 1 if any process saw one]
+        self.state = torch.tensor([0.0, 0.0, -1.0, 0.0, 0.0], dtype=torch.float64, device=device)
         cuda = device.type == "cuda"
-        self.host = torch.zeros(4, dtype=torch.float64, pin_memory=cuda)
+        self.host = torch.zeros(5, dtype=torch.float64, pin_memory=cuda)
         self.pending: torch.cuda.Event | None = None
-        self.seen = [0.0, 0.0, -1.0, 0.0]  # the last values read back
+        self.seen = [0.0, 0.0, -1.0, 0.0, 0.0]  # the last values read back
         self.fresh = False             # whether ``seen`` changed since the last ``poll``
 
     def add(self, loss: Tensor, step: int) -> None:
@@ -121,7 +127,17 @@ class LossWatch:
         if (step + 1) % self.check_every == 0:
             self._request()
 
+    def _share(self) -> None:
+        """DDP: every process learns whether any saw a non-finite loss (same steps on all of them)."""
+        if self.agree is not None:
+            self.state[4:5] = self.agree((self.state[2:3] >= 0).double())
+
     def _request(self) -> None:
+        self._share()
+        if self.agree is not None and self.pending is not None:
+            # the copy asked for check_every steps ago has long landed: read it now, at the same step on every process
+            self.pending.synchronize()
+            self.seen, self.pending, self.fresh = self.host.tolist(), None, True
         if self.pending is not None:  # the previous copy has not been looked at yet
             return
         self.host.copy_(self.state, non_blocking=True)
@@ -133,13 +149,14 @@ class LossWatch:
 
     def poll(self) -> tuple[list[float], bool]:
         """The latest values that have reached the host (never waits), and whether they are new."""
-        if self.pending is not None and self.pending.query():
+        if self.pending is not None and self.agree is None and self.pending.query():
             self.seen, self.pending, self.fresh = self.host.tolist(), None, True
         fresh, self.fresh = self.fresh, False
         return self.seen, fresh
 
     def final(self) -> list[float]:
         """The epoch's values (waits for the device once)."""
+        self._share()
         self.pending = None
         self.seen = self.state.tolist()
         return self.seen
@@ -151,6 +168,11 @@ def check_finite(values: list[float], epoch: int, last_good: str) -> None:
         raise TrainingError(
             f"the loss became {values[3]} at epoch {epoch + 1}, step {int(values[2]) + 1}; training "
             f"stopped. The last good checkpoint is {last_good}. Try a lower --lr, or --precision fp32."
+        )
+    if values[4] > 0:
+        raise TrainingError(
+            f"the loss became non-finite in another process at epoch {epoch + 1} (by step {int(values[1])}); "
+            f"training stopped. The last good checkpoint is {last_good}. Try a lower --lr, or --precision fp32."
         )
 
 
@@ -164,16 +186,18 @@ class EpochResult:
 def run_epoch(batches: Iterable[dict[str, Tensor]], steps: int, *, prepare: Callable[[dict, int], tuple[Tensor, Tensor]],
               step: Callable[[Tensor, Tensor], Tensor], device: torch.device, epoch: int, last_good: str,
               progress: Callable[[float], None] | None = None, check_every: int = 25,
-              after_last_batch: Callable[[], None] | None = None) -> EpochResult:
+              after_last_batch: Callable[[], None] | None = None,
+              agree: Callable[[Tensor], Tensor] | None = None) -> EpochResult:
     """Train on at most ``steps`` batches.
 
     prepare(batch, step) -> (network input, labels) on the device; step(images, labels) -> loss
     (a device scalar; it may be overwritten by the next step, so it is consumed at once);
     progress(mean loss so far) is called when a loss value reaches the host; after_last_batch() once
-    the epoch's last batch is in hand (e.g. to start loading the next epoch while the GPU catches up).
+    the epoch's last batch is in hand (e.g. to start loading the next epoch while the GPU catches up);
+    agree(flag) -> flag: under DDP, the in-place maximum over the processes (the NaN stop is collective).
     """
     clock = PhaseClock(device)
-    watch = LossWatch(device, check_every)
+    watch = LossWatch(device, check_every, agree)
     side = SideStream(device)
     iterator = iter(batches)
 

@@ -15,14 +15,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ..errors import ConfigError
 from ..models import MSVMUNet, create_model
 from .checkpointing import CheckpointWriter, load_training_checkpoint, training_state
 from .config import TrainConfig
-from .distributed import DistInfo, all_reduce_mean, barrier, cleanup, init_distributed
+from .distributed import DistInfo, all_reduce_max_, all_reduce_mean, barrier, cleanup, init_distributed, wrap_ddp
 from .inference import pick_device, predict_volume, resolve_precision
 from .epoch import TrainingError, run_epoch
 from .losses import DiceCELoss
@@ -345,16 +344,17 @@ def train_run(run: Run) -> Path:
 
 
 def step_runner(run: Run, *, frozen: bool) -> StepRunner:
-    """A training step for the current trainable set (DDP and the compiled model rebuilt when it changes)."""
+    """A training step for the current trainable set (DDP and the compiled model rebuilt when it changes);
+    prints the step path it takes."""
     run.model.freeze_encoder(frozen)
-    wrapped: torch.nn.Module = run.model
-    if run.info.enabled:
-        index = [run.device.index] if run.device.type == "cuda" else None
-        wrapped = DistributedDataParallel(run.model, device_ids=index)
-    if run.config.compile and run.device.type == "cuda":
+    wrapped: torch.nn.Module = wrap_ddp(run.model, run.device) if run.info.enabled else run.model
+    if run.config.compile and run.device.type == "cuda":  # compiles the DDP module: graphs split at its buckets
         wrapped = torch.compile(wrapped, options=run.config.inductor or None)
-    return StepRunner(wrapped, run.criterion, run.optimizer, run.scaler, run.device, run.config.precision,
-                      run.use_graph)
+    runner = StepRunner(wrapped, run.criterion, run.optimizer, run.scaler, run.device, run.config.precision,
+                        run.use_graph)
+    if run.info.is_main:
+        print(runner.describe() + (" (encoder frozen)" if frozen else ""))
+    return runner
 
 
 def train_epoch(run: Run, runner: StepRunner, epoch: int) -> dict[str, Any]:
@@ -387,7 +387,8 @@ def train_epoch(run: Run, runner: StepRunner, epoch: int) -> dict[str, Any]:
     try:
         result = run_epoch(bar, run.steps_per_epoch, prepare=prepare, step=step, device=device, epoch=epoch,
                            last_good=f"{run.run_dir / 'last.pt'} (after epoch {epoch})", progress=show,
-                           after_last_batch=lambda: run.start_loading(epoch + 1))
+                           after_last_batch=lambda: run.start_loading(epoch + 1),
+                           agree=(lambda flag: all_reduce_max_(flag, info)) if info.enabled else None)
     finally:
         if hasattr(bar, "close"):
             bar.close()
