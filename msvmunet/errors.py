@@ -19,3 +19,7 @@ class CheckpointError(MsvmUnetError):
 
 class DataError(MsvmUnetError):
     """A dataset file or list that cannot be used."""
+
+
+class DiskFullError(MsvmUnetError, OSError):
+    """A write failed for want of disk space; the message names the folder and the space needed."""

@@ -27,7 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=("bf16", "fp16", "fp32"), default=None,
                         help="autocast dtype (default: bf16 on CUDA, fp32 on CPU)")
     parser.add_argument("--backend", default="auto", help="scan backend: auto, triton, torch, reference")
-    parser.add_argument("--mode", choices=("train", "infer", "both"), default="both")
+    parser.add_argument("--mode", choices=("train", "infer", "both"), default="both",
+                        help="time the training step, inference, or both")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                         help="wrap the model in torch.compile (default: off; with --data, the recipe's: on for CUDA)")
     parser.add_argument("--compile-mode", default=None,
@@ -48,9 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     end.add_argument("--train-epochs", type=int, default=3, help="epochs training the encoder")
     end.add_argument("--num-workers", type=int, default=None, help="data-loading workers (default: the recipe's)")
     end.add_argument("--steps-per-epoch", type=int, default=None, help="cap on steps per epoch")
-    end.add_argument("--output", default=None, help="keep the run folder here (default: a temporary folder)")
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=20)
+    end.add_argument("-o", "--output", "--out", default=None, help="keep the run folder here (default: a temporary folder)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed runs first (compilation, autotuning, caches)")
+    parser.add_argument("--repeats", type=int, default=20, help="timed runs; the median is reported")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
 
 

@@ -15,8 +15,8 @@ DESCRIPTION = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("root", help="dataset folder")
-    parser.add_argument("--kind", choices=("synapse", "acdc", "nifti", "ssl4mis", "images"), default=None,
-                        help="dataset layout (default: detected)")
+    parser.add_argument("--kind", choices=("synapse", "acdc", "nifti", "nnunet", "ssl4mis", "images"), default=None,
+                        help="dataset layout; nnunet (the nnU-Net raw layout) is nifti (default: detected)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: a third)")
     parser.add_argument("--size", type=int, default=128, help="in-plane size H = W")
     parser.add_argument("--slices", type=int, default=48, help="slices per volume")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="random seed: the same seed writes the same phantom")
     parser.add_argument("--nnunet", action="store_true", help="also write the nnU-Net raw layout")
 
 

@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="dataset", metavar="DATASET", required=True)
     for name, help_text in (("synapse", "BTCV abdomen CT -> Synapse (train_npz, test_vol_h5)"),
                             ("acdc", "ACDC cine MR -> train/valid/test npz")):
-        p = sub.add_parser(name, help=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        p = sub.add_parser(name, help=help_text, formatter_class=parser.formatter_class)
         p.add_argument("--raw", required=True, help="folder of the raw NIfTI files")
         p.add_argument("--out", required=True, help="output dataset folder")
         p.add_argument("--overwrite", action="store_true", help="redo cases whose outputs exist")

@@ -6,7 +6,7 @@ See ``docs/data.md`` for the layouts, the shapes and the decisions behind them.
 
 from .augment import OPS, AugmentConfig, Augmenter, gaussian_blur, normalize
 from .base import SliceDataset, Volume
-from .check import CheckReport, check_dataset
+from .check import CheckReport, check_dataset, check_training_data
 from .datasets import DataSource, detect_format, open_dataset, split_cases
 from .acdc import ACDCData
 from .image_folders import ImageFolderData
@@ -22,7 +22,8 @@ from .synapse import SynapseData
 __all__ = [
     "ACDC_CLASSES", "ACDCData", "AugmentConfig", "Augmenter", "BTCV_TO_SYNAPSE", "CheckReport", "DataSource",
     "ImageFolderData", "NiftiData", "OPS", "PrepareSummary", "Preprocessing", "SSL4MISData", "SYNAPSE_CLASSES",
-    "SYNAPSE_TEST_CASES", "SliceDataset", "SynapseData", "Volume", "acdc_preprocessing", "check_dataset", "detect_format",
+    "SYNAPSE_TEST_CASES", "SliceDataset", "SynapseData", "Volume", "acdc_preprocessing", "check_dataset",
+    "check_training_data", "detect_format",
     "gaussian_blur", "make_phantom", "normalize", "open_dataset", "phantom_case", "prepare_acdc",
     "prepare_synapse", "resize_images", "resize_labels", "split_cases", "synapse_preprocessing",
 ]

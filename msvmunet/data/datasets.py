@@ -27,6 +27,7 @@ from .synapse import SynapseData, is_synapse
 
 DataSource = Union[SynapseData, ACDCData, NiftiData, SSL4MISData, ImageFolderData]
 FORMATS = ("synapse", "acdc", "nifti", "ssl4mis", "images")
+ALIASES = {"nnunet": "nifti"}  # the nnU-Net raw layout (dataset.json, imagesTr, labelsTr) is read as nifti
 
 
 def detect_format(root: str | Path) -> str:
@@ -52,7 +53,7 @@ def detect_format(root: str | Path) -> str:
 def open_dataset(root: str | Path, kind: str | None = None,
                  preprocessing: Preprocessing | None = None) -> DataSource:
     """The dataset at ``root``; ``kind`` overrides detection, ``preprocessing`` applies to NIfTI data."""
-    kind = kind or detect_format(root)
+    kind = ALIASES.get(kind, kind) or detect_format(root)
     if kind == "synapse":
         return SynapseData(root)
     if kind == "acdc":

@@ -7,6 +7,7 @@ renames it, so an interrupted run never leaves a half-written file under the fin
 
 from __future__ import annotations
 
+import io
 import os
 import zipfile
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .._files import atomic_path, atomic_write_text
+from .._files import atomic_path, atomic_write, atomic_write_text
 from ..errors import DataError
 
 PathLike = str | os.PathLike
@@ -175,12 +176,14 @@ def write_h5(path: PathLike, arrays: dict[str, np.ndarray], attrs: dict[str, obj
     """Write datasets (gzip-compressed) and attributes into an HDF5 file atomically."""
     import h5py
 
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            for key, value in arrays.items():
-                f.create_dataset(key, data=value, compression="gzip", compression_opts=4)
-            for key, value in (attrs or {}).items():
-                f.attrs[key] = value
+    # built in memory, then written as bytes: HDF5 closing a file on a full disk crashes the process
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        for key, value in arrays.items():
+            f.create_dataset(key, data=value, compression="gzip", compression_opts=4)
+        for key, value in (attrs or {}).items():
+            f.attrs[key] = value
+    atomic_write(path, lambda out: out.write(buffer.getbuffer()), buffer.getbuffer().nbytes)
 
 
 def write_nifti(path: PathLike, array: np.ndarray, affine: np.ndarray, header=None) -> None:

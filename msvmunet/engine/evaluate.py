@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+from tqdm import tqdm
 
 from ..errors import ConfigError
 from ..models.checkpoints import load_file, model_from_checkpoint
@@ -86,7 +87,10 @@ def evaluate(
     output = Path(output)
     pooled = metrics.PooledConfusion(labels.names)  # pixel metrics pooled over images (VM-UNet's ISIC table)
     missing_spacing = []
-    for i, volume in enumerate(dataset.volumes(split, cases=cases)):
+    total = len(cases) if cases is not None else len(dataset.cases(split))
+    progress = tqdm(dataset.volumes(split, cases=cases), total=total, desc=f"evaluate {split}", unit="case",
+                    disable=quiet, leave=False, dynamic_ncols=True)
+    for i, volume in enumerate(progress):
         pred = predict_volume(model, volume.image, size=size, batch_size=batch_size, precision=precision)
         for protocol, agg in aggregators.items():
             spacing = None
@@ -102,7 +106,7 @@ def evaluate(
             metrics.save_case_overlays(output / "overlays", volume.case, grey, volume.label, pred, labels.colors)
         if not quiet:
             dice = aggregators[protocols[0]].cases[volume.case]
-            print(f"{volume.case}: mean Dice {sum(r.dice for r in dice) / len(dice):.4f} ({protocols[0]})")
+            progress.write(f"{volume.case}: mean Dice {sum(r.dice for r in dice) / len(dice):.4f} ({protocols[0]})")
     note = str(ckpt.get("selection") or "")
     summaries = {}
     for protocol, agg in aggregators.items():

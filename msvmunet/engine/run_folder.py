@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from ..errors import CheckpointError, ConfigError, MsvmUnetError
+from ..errors import CheckpointError, ConfigError, DiskFullError, MsvmUnetError
 from .config import TrainConfig, save_yaml
 from .distributed import DistInfo
 
@@ -54,10 +54,6 @@ MAY_CHANGE_ON_RESUME = (
 
 class RunFolderError(MsvmUnetError):
     """A run folder that holds another run, or is in use."""
-
-
-class DiskFullError(MsvmUnetError):
-    """A write failed for lack of space; the message names the folder and the space needed."""
 
 
 # ---------------------------------------------------------------------------------------- the folder

@@ -215,7 +215,7 @@ def setup(config: TrainConfig, resume, info: DistInfo) -> Run:
         raise ConfigError(f"batch size {config.batch_size} must be divisible by the {info.world_size} processes")
     seed_everything(config.seed)
     use_graph = config.cuda_graph and graph_capable(device, info.world_size, precision)
-    data, train_cases, selection = _open_data(config)
+    data, train_cases, selection = _open_data(config, info)
     loader, sampler = _loader(data, train_cases, config, info, device, use_graph)
     steps = len(loader) if config.steps_per_epoch is None else min(len(loader), config.steps_per_epoch)
     augmenter = None
@@ -253,11 +253,12 @@ def setup(config: TrainConfig, resume, info: DistInfo) -> Run:
     return run
 
 
-def _open_data(config: TrainConfig):
+def _open_data(config: TrainConfig, info: DistInfo):
     """The dataset, the training cases, and how the checkpoint is selected."""
-    from ..data import open_dataset, split_cases
+    from ..data import check_training_data, open_dataset, split_cases
 
     data = open_dataset(config.data, config.dataset)
+    check_training_data(data, test_split=config.select_on_test, progress=info.is_main)  # before the run folder
     cases = data.cases("train")
     train_cases, val_cases = split_cases(cases, config.val_cases, seed=config.seed) if config.val_cases else (cases, [])
     if config.select_on_test and val_cases:

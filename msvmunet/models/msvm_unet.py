@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..ops.selective_scan import BACKENDS
 from .blocks import SS2D
-from .config import ALIASES, PRESETS, DecoderConfig, EncoderConfig, ModelConfig
+from .config import ALIASES, PRESETS, DecoderConfig, EncoderConfig, ModelConfig, _from_dict
 from .decoder import Decoder
 from .encoder import VSSEncoder
 
@@ -92,15 +92,14 @@ def model_config(name: str, **overrides: Any) -> ModelConfig:
         raise ConfigError(f"unknown model {name!r}; available: {', '.join(list_models())}")
     config = PRESETS[key]
     encoder = dict(config.encoder.__dict__)
-    decoder = dict(config.decoder.__dict__)
     if "in_channels" in overrides:
         encoder["in_channels"] = overrides.pop("in_channels")
-    encoder.update(overrides.pop("encoder", {}) or {})
-    decoder.update(overrides.pop("decoder", {}) or {})
+    encoder = _from_dict(EncoderConfig, overrides.pop("encoder", None) or {}, "encoder", base=encoder)
+    decoder = _from_dict(DecoderConfig, overrides.pop("decoder", None) or {}, "decoder", base=config.decoder.__dict__)
     num_classes = overrides.pop("num_classes", config.num_classes)
     if overrides:
         raise ConfigError(f"unknown model options {sorted(overrides)}; use num_classes, in_channels, encoder={{...}}, decoder={{...}}")
-    return ModelConfig(EncoderConfig(**encoder), DecoderConfig(**decoder), num_classes)
+    return ModelConfig(encoder, decoder, num_classes)
 
 
 def create_model(
