@@ -88,7 +88,8 @@ class RunFolder:
 
     def __exit__(self, kind, err, tb) -> None:
         self.close()
-        if isinstance(err, (OSError, RuntimeError)):  # config.yaml, history.csv, TensorBoard, the lock
+        # config.yaml, history.csv, TensorBoard, the lock (a DiskFullError already says it in one line)
+        if isinstance(err, (OSError, RuntimeError)) and not isinstance(err, DiskFullError):
             full = disk_full_error(err, self.path, self.checkpoint_bytes, "the run's files")
             if full is not None:
                 raise full from err
@@ -361,7 +362,8 @@ def disk_full_error(err: BaseException, folder: Path, needed: int, writing: str)
         free = shutil.disk_usage(folder if folder.exists() else folder.parent).free
     except OSError:
         free = None
-    full = any(isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) for e in _chain(err))
+    full = any(isinstance(e, DiskFullError) or isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+               for e in _chain(err))
     if not full and any(isinstance(e, RuntimeError) and ("inline_container" in str(e) or
                                                          "PytorchStreamWriter failed" in str(e)) for e in _chain(err)):
         full = free is not None and free < needed
