@@ -8,12 +8,11 @@
 - Temporaries of interrupted atomic writes (``.tmp-XXXXXXXX-last.pt``) are removed at start and end.
 - A resumed run keeps every setting that shapes the model, the data or the optimisation so far; the
   others may change and are reported.
-- A full disk is one line naming the folder, its free space and the space needed.
+- A full disk is one line naming the folder, its free space and the space needed (a checkpoint's size).
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
@@ -27,6 +26,7 @@ from typing import Any
 
 import torch
 
+from .._files import is_disk_full
 from ..errors import CheckpointError, ConfigError, DiskFullError, MsvmUnetError
 from .config import TrainConfig, save_yaml
 from .distributed import DistInfo
@@ -355,18 +355,14 @@ def _chain(err: BaseException):
 
 
 def disk_full_error(err: BaseException, folder: Path, needed: int, writing: str) -> DiskFullError | None:
-    """One line for a write that failed for lack of space (ENOSPC, a quota, or torch.save's
-    'enforce fail at inline_container.cc' on a full disk); None for any other error."""
+    """One line for a write that failed for lack of space (:func:`~msvmunet._files.is_disk_full` anywhere
+    in the error's chain) naming the checkpoint's size and the last good checkpoint; None otherwise."""
     folder = Path(folder)
     try:
         free = shutil.disk_usage(folder if folder.exists() else folder.parent).free
     except OSError:
         free = None
-    full = any(isinstance(e, DiskFullError) or isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
-               for e in _chain(err))
-    if not full and any(isinstance(e, RuntimeError) and ("inline_container" in str(e) or
-                                                         "PytorchStreamWriter failed" in str(e)) for e in _chain(err)):
-        full = free is not None and free < needed
+    full = any(is_disk_full(e, folder if folder.exists() else None) for e in _chain(err))
     if not full:
         return None
     kept = folder / "last.pt"
