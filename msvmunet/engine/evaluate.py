@@ -91,7 +91,8 @@ def evaluate(
                     missing_spacing.append(volume.case)
             agg.add_case(volume.case, pred, volume.label, spacing=spacing)
         if i < overlays:
-            metrics.save_case_overlays(output / "overlays", volume.case, volume.image, volume.label, pred, labels.colors)
+            metrics.save_case_overlays(output / "overlays", volume.case, volume.image, volume.label, pred, labels.colors,
+                                      names=labels.names)
         if not quiet:
             dice = aggregators[protocols[0]].cases[volume.case]
             print(f"{volume.case}: mean Dice {sum(r.dice for r in dice) / len(dice):.4f} ({protocols[0]})")
@@ -102,7 +103,8 @@ def evaluate(
         if protocol == "strict" and missing_spacing:
             text += (f"{'; ' if text else ''}no voxel spacing stored for {len(set(missing_spacing))} case(s): "
                      "their distances are in voxels, not mm")
-        metrics.write_report(output / protocol, agg, selection=text, boxplot=boxplot and _has_matplotlib())
+        metrics.write_report(output / protocol, agg, selection=text, boxplot=boxplot and _has_matplotlib(),
+                             colors=labels.colors)
         summaries[protocol] = agg.summary()
         if not quiet:
             print(metrics.format_summary(summaries[protocol], text))
