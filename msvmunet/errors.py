@@ -19,3 +19,7 @@ class CheckpointError(MsvmUnetError):
 
 class DataError(MsvmUnetError):
     """A dataset file or list that cannot be used."""
+
+
+class ExportError(MsvmUnetError):
+    """A model that cannot be exported (an operator the exporter cannot write) or that exported wrongly."""

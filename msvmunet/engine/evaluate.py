@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import torch
 
 from ..errors import ConfigError
-from ..models.checkpoints import load_file, model_from_checkpoint
+from ..models.checkpoints import load_file, model_from_checkpoint, network_size
 from .inference import pick_device, predict_volume
 
 PAPER_NAMES = {
@@ -34,13 +34,6 @@ def load_for_inference(checkpoint: str | Path, device: str | torch.device = "cpu
     model = model_from_checkpoint(obj, str(checkpoint)).eval().to(device)
     model.set_scan_backend(backend)
     return model, obj
-
-
-def network_size(ckpt: dict) -> int:
-    """The side the network was trained at (slices are resized to it): from the training configuration,
-    else the stored preprocessing, else the paper's 224."""
-    return int((ckpt.get("train_config") or {}).get("image_size") or (ckpt.get("preprocessing") or {}).get("size")
-               or 224)
 
 
 def evaluate(
