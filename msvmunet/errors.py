@@ -21,5 +21,9 @@ class DataError(MsvmUnetError):
     """A dataset file or list that cannot be used."""
 
 
+class DiskFullError(MsvmUnetError, OSError):
+    """A write failed for want of disk space; the message names the folder and the space needed."""
+
+
 class ExportError(MsvmUnetError):
     """A model that cannot be exported (an operator the exporter cannot write) or that exported wrongly."""

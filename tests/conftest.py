@@ -26,9 +26,14 @@ def reference_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def reference() -> Path:
+    """The reference folder; its tests skip (with the reason) when it is absent, unless
+    ``MSVMUNET_REQUIRE_REFERENCE=1`` (CI) makes the absence a failure."""
     path = reference_dir()
     if not (path / "official_small.pt").is_file():
-        pytest.fail(f"reference data not found in {path}; set MSVMUNET_REFERENCE_DIR")
+        message = f"reference data not found in {path}; set MSVMUNET_REFERENCE_DIR to the folder holding official_small.pt"
+        if os.environ.get("MSVMUNET_REQUIRE_REFERENCE", "") not in ("", "0"):
+            pytest.fail(message + " (MSVMUNET_REQUIRE_REFERENCE is set)")
+        pytest.skip(message)
     return path
 
 

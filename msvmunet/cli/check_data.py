@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 COMMAND = "check-data"
-HELP = "validate a Synapse, ACDC or nnU-Net dataset folder and print class histograms"
+HELP = "validate a dataset folder (Synapse, ACDC, nnU-Net, SSL4MIS ACDC, 2-D images) and print class histograms"
 DESCRIPTION = (
     "Read every file of every split and report all problems at once: unreadable or truncated "
     "files, list entries without a file, empty lists, image/label shape mismatches, NaN/inf "
@@ -15,8 +15,8 @@ DESCRIPTION = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("root", help="dataset folder")
-    parser.add_argument("--kind", choices=("synapse", "acdc", "nifti"), default=None,
-                        help="dataset layout (default: detected)")
+    parser.add_argument("--kind", choices=("synapse", "acdc", "nifti", "nnunet", "ssl4mis", "images"), default=None,
+                        help="dataset layout; nnunet (the nnU-Net raw layout) is nifti (default: detected)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

@@ -14,7 +14,7 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output", default="runs/demo", help="folder for the phantom, the run and the reports")
+    parser.add_argument("-o", "--output", "--out", default="runs/demo", help="folder for the phantom, the run and the reports")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--epochs", type=int, default=None, help="override the demo's number of epochs")
 

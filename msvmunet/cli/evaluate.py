@@ -20,10 +20,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="dataset root folder")
     parser.add_argument("--split", default="test", help="which split's volumes to evaluate")
     parser.add_argument("--cases", default=None, help="comma-separated case names (default: all of the split)")
-    parser.add_argument("--protocol", choices=("paper", "strict", "both"), default="both")
-    parser.add_argument("--output", default="runs/evaluation", help="folder for the reports")
+    parser.add_argument("--protocol", choices=("paper", "strict", "both"), default="both",
+                        help="paper: the published protocol (voxel units, empty-prediction rules); strict: in mm, "
+                             "undefined cases left out and counted; both: two reports")
+    parser.add_argument("-o", "--output", "--out", default="runs/evaluation", help="folder for the reports")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp16", "fp32"))
+    parser.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp16", "fp32"),
+                        help="autocast dtype; auto: bf16 on CUDA, fp32 on CPU")
     parser.add_argument("--batch-size", type=int, default=32, help="slices per forward pass")
     parser.add_argument("--overlays", type=int, default=3, help="write overlay PNGs for this many cases")
     parser.add_argument("--no-boxplot", action="store_true", help="skip the Dice box plot")

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import typing
+import shlex
 
 COMMAND = "train"
 HELP = "train MSVM-UNet (presets: synapse, acdc, demo); runs under torchrun for several GPUs"
@@ -31,53 +30,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None, help="YAML file of options (keys as below, with underscores)")
     parser.add_argument("--resume", nargs="?", const=True, default=None,
                         help="continue a run: from <output>/last.pt, or from the checkpoint given")
-    hints = typing.get_type_hints(TrainConfig)
+    # values go to TrainConfig as given (text), which checks them, as it checks the YAML file's
     for f in dataclasses.fields(TrainConfig):
-        hint, default = hints[f.name], f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         text = f.metadata["help"]
-        if "default" not in text:
-            text += f" (default: {default!r})"
+        if "default" not in text and default not in ("", None):
+            text += f" (default: {default})"
         kwargs: dict = {"help": text, "default": None}
-        if hint is bool:
+        if isinstance(default, bool):
             kwargs["action"] = argparse.BooleanOptionalAction
         elif f.name == "betas":
-            kwargs.update(nargs=2, type=float, metavar=("BETA1", "BETA2"))
-        elif f.name == "val_cases":
-            kwargs["type"] = _cases
+            kwargs.update(nargs=2, metavar=("BETA1", "BETA2"))
         elif f.name == "inductor":
             kwargs.update(nargs="*", metavar="FIELD=VALUE")
         elif f.name == "model_options":
-            kwargs["type"] = json.loads
-            kwargs["metavar"] = "JSON"
-        elif hint in (int, float, str):
-            kwargs["type"] = hint
-        else:  # Optional[int] / Optional[str]
-            args = [a for a in typing.get_args(hint) if a is not type(None)]
-            kwargs["type"] = args[0] if args else str
-        parser.add_argument(_flag(f.name), dest=f.name, **kwargs)
+            kwargs["metavar"] = "YAML"
+        flags = [_flag(f.name)] + (["-o", "--out"] if f.name == "output" else [])
+        parser.add_argument(*flags, dest=f.name, **kwargs)
 
 
-def _cases(text: str):
-    """'case0005,case0006' -> names; '2' -> a count; '0.1' -> a fraction."""
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        return float(text)
-    except ValueError:
-        return [c.strip() for c in text.split(",") if c.strip()]
+def _config(args: argparse.Namespace):
+    from ..engine.config import TrainConfig, resolve_config
+
+    return resolve_config(args.preset, args.config, **{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
 
 
 def run(args: argparse.Namespace) -> int:
     from ..engine.compiling import parse_inductor_items
-    from ..engine.config import TrainConfig, resolve_config
     from ..engine.trainer import train
 
-    names = [f.name for f in dataclasses.fields(TrainConfig)]
     if args.inductor is not None:  # FIELD=VALUE items replace the default settings; none: inductor's own
         args.inductor = parse_inductor_items(args.inductor)
-    config = resolve_config(args.preset, args.config, **{n: getattr(args, n) for n in names})
-    run_dir = train(config, resume=args.resume)
+    run_dir = train(_config(args), resume=args.resume)
     print(f"run folder: {run_dir}")
     return 0
+
+
+def interrupted(args: argparse.Namespace) -> str:
+    """After Ctrl-C: the command that resumes the run (the same one, with --resume)."""
+    from pathlib import Path
+
+    words = ["msvmunet", "train", *args._argv[args._argv.index("train") + 1:]]
+    resuming = any(w == "--resume" or w.startswith("--resume=") for w in words)
+    try:
+        output = Path(_config(args).output)
+    except Exception:  # the hint must not fail; the command is still the right one
+        output = None
+    if not resuming and output is not None and not (output / "last.pt").is_file():
+        return f"no checkpoint was written yet; start again with: {shlex.join(words)}"
+    return f"resume with: {shlex.join(words if resuming else words + ['--resume'])}"

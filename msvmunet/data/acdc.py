@@ -21,7 +21,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ..errors import DataError
-from .base import SliceDataset, Volume, select_cases, stacked_volumes, volume_from_file
+from .base import FileSlices, SliceDataset, Volume, select_cases, stacked_volumes, volume_from_file
 from .io import read_list, read_npz
 from .preprocessing import Preprocessing, acdc_preprocessing
 from .synapse import check_names_exist, find_list
@@ -99,7 +99,7 @@ class ACDCData:
             raise DataError(f"{self.root}: the ACDC test split holds volumes; train on 'train' "
                             "(and 'valid'), evaluate with volumes('test')")
         names = select_cases(self.names(split), case_of, cases, exclude_cases, str(self.root / split))
-        return _ACDCSlices(self, split, names, size)
+        return FileSlices(self, split, names, size)
 
     def volumes(self, split: str = "test", *, cases: Sequence[str] | None = None,
                 exclude_cases: Sequence[str] | None = None) -> Iterator[Volume]:
@@ -118,16 +118,3 @@ class ACDCData:
             raise DataError(f"{self.root}: ACDC has the splits {SPLITS}, not {split!r}")
         return split
 
-
-class _ACDCSlices(SliceDataset):
-    def __init__(self, data: ACDCData, split: str, names: list[str], size: int) -> None:
-        super().__init__(size, data.num_classes)
-        self.data, self.split, self.names = data, split, names
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def load_slice(self, index: int):
-        name = self.names[index]
-        image, label, _ = self.data.read(self.split, name)
-        return image, label, case_of(name), name, str(self.data.path(self.split, name))

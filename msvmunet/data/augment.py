@@ -112,7 +112,13 @@ def normalize(images: torch.Tensor, mean: float = 0.5, std: float = 0.5) -> torc
 
 
 class _Rng:
-    """Draws from one generator (or the global RNG) and puts the result on the batch's device."""
+    """Draws from one generator (or the global RNG) and puts the result on the batch's device.
+
+    The plan of operations is drawn on the host (``plan_generator``), so that choosing which
+    samples an operation touches never reads a value back from the GPU: with a CPU generator (or
+    none) it is the same generator; with a CUDA generator it is a CPU generator seeded from that
+    generator's seed and offset (host-side values), so the same generator state gives the same plan.
+    """
 
     def __init__(self, generator: torch.Generator | int | None, device: torch.device) -> None:
         if isinstance(generator, int):
@@ -120,15 +126,32 @@ class _Rng:
         self.generator = generator
         self.device = device
         self.source = generator.device if generator is not None else device
+        self.plan_generator = generator
+        if generator is not None and generator.device.type != "cpu":
+            seed = hash((generator.initial_seed(), generator.get_offset())) % 2**63
+            self.plan_generator = torch.Generator().manual_seed(seed)
+        elif generator is None and device.type != "cpu":
+            self.plan_generator = torch.Generator().manual_seed(int(torch.randint(2**62, (1,)).item()))
 
     def rand(self, *shape: int) -> torch.Tensor:
         return torch.rand(shape, generator=self.generator, device=self.source).to(self.device)
+
+    def host_rand(self, *shape: int) -> torch.Tensor:
+        """Uniform draws on the CPU (for the plan)."""
+        return torch.rand(shape, generator=self.plan_generator)
 
     def randn(self, *shape: int) -> torch.Tensor:
         return torch.randn(shape, generator=self.generator, device=self.source).to(self.device)
 
     def uniform(self, lo: float, hi: float, *shape: int) -> torch.Tensor:
         return lo + (hi - lo) * self.rand(*shape)
+
+
+def _to_device(index: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small CPU index tensor on ``device`` without waiting for the device (pinned, non-blocking copy)."""
+    if device.type == "cpu":
+        return index
+    return index.pin_memory().to(device, non_blocking=True)
 
 
 class Augmenter:
@@ -153,17 +176,17 @@ class Augmenter:
         cfg = self.config
         k = len(cfg.ops)
         slots = min(cfg.max_ops, k)
-        order = torch.argsort(rng.rand(batch, k), dim=1)[:, :slots]
-        count = (cfg.min_ops + (rng.rand(batch) * (cfg.max_ops - cfg.min_ops + 1)).floor()).long()
+        order = torch.argsort(rng.host_rand(batch, k), dim=1)[:, :slots]
+        count = (cfg.min_ops + (rng.host_rand(batch) * (cfg.max_ops - cfg.min_ops + 1)).floor()).long()
         count = count.clamp(max=slots)
-        fires = rng.rand(batch, slots) < cfg.flip_p
+        fires = rng.host_rand(batch, slots) < cfg.flip_p
         plan = order.clone()
         plan[torch.arange(slots, device=plan.device)[None, :] >= count[:, None]] = -1
         flips = torch.tensor([i for i, op in enumerate(cfg.ops) if op in ("flipud", "fliplr")],
                              device=plan.device, dtype=torch.long)
         is_flip = (plan[..., None] == flips).any(-1) if len(flips) else torch.zeros_like(fires)
         plan[is_flip & ~fires] = -1
-        return plan.cpu()
+        return plan
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, labels: torch.Tensor,
@@ -177,17 +200,24 @@ class Augmenter:
         images = images.float().clone() if not images.is_floating_point() else images.clone()
         labels = labels.long().clone()
         plan = self._plan(images.shape[0], rng)
+        # every (slot, operation) group's sample indices, found on the host, sent to the device in one copy
+        groups = []
         for slot in range(plan.shape[1]):
-            ops = plan[:, slot]
-            geometric = []
             for k, name in enumerate(self.config.ops):
-                rows = torch.nonzero(ops == k).flatten()
-                if len(rows) == 0:
-                    continue
+                rows = torch.nonzero(plan[:, slot] == k).flatten()
+                if len(rows):
+                    groups.append((slot, name, rows))
+        flat = _to_device(torch.cat([r for _, _, r in groups]), device) if groups else None
+        start = 0
+        for slot in range(plan.shape[1]):
+            geometric = []
+            while groups and groups[0][0] == slot:
+                _, name, rows = groups.pop(0)
+                rows, start = flat[start:start + len(rows)], start + len(rows)
                 if name in GEOMETRIC:
                     geometric.append((name, rows))
                 else:
-                    self._apply_pointwise(name, images, labels, rows.to(device), rng)
+                    self._apply_pointwise(name, images, labels, rows, rng)
             if geometric:
                 self._apply_geometric(geometric, images, labels, rng)
         if self.config.out_size is not None:
@@ -225,7 +255,7 @@ class Augmenter:
         """One resampling for every sample whose operation in this slot moves pixels."""
         device = images.device
         h, w = images.shape[-2:]
-        rows = torch.cat([r for _, r in groups]).to(device)
+        rows = torch.cat([r for _, r in groups])
         n = len(rows)
         matrix = torch.eye(2, device=device).repeat(n, 1, 1)       # forward map, centred pixel units
         shift = torch.zeros(n, 2, device=device)
@@ -241,7 +271,7 @@ class Augmenter:
             else:
                 matrix[sl], shift[sl] = self._affine(name, len(members), h, w, rng)
         # output pixel p samples input A^-1 (p - t); in grid_sample's [-1, 1] units p = D u.
-        half = torch.tensor([w / 2.0, h / 2.0], device=device)
+        half = torch.stack([torch.full((), w / 2.0, device=device), torch.full((), h / 2.0, device=device)])
         det = matrix[:, 0, 0] * matrix[:, 1, 1] - matrix[:, 0, 1] * matrix[:, 1, 0]
         inv = torch.stack([torch.stack([matrix[:, 1, 1], -matrix[:, 0, 1]], -1),
                            torch.stack([-matrix[:, 1, 0], matrix[:, 0, 0]], -1)], -2) / det[:, None, None]

@@ -20,8 +20,8 @@ from .resize import resize_images, resize_labels
 class Volume:
     """One 3-D case for evaluation.
 
-    image: (D, H, W) float32 in [0, 1]; label: (D, H, W) int64 class indices (None if unlabelled);
-    spacing: voxel size in mm along (z, y, x) = (D, H, W), or None when the files do not say.
+    image: (D, H, W) float32 in [0, 1], or (D, C, H, W) for C channels (RGB, MR modalities);
+    label: (D, H, W) int64 class indices (None if unlabelled); spacing: voxel size in mm along (z, y, x) = (D, H, W), or None when the files do not say.
     """
 
     case: str
@@ -49,7 +49,7 @@ def select_cases(names: Sequence[str], case_of, cases: Sequence[str] | None,
 class SliceDataset(Dataset):
     """2-D training samples of fixed size, so that a ``DataLoader`` can batch them.
 
-    Item: ``{"image": (1, S, S) float32 in [0, 1] (not normalised), "label": (S, S) int64,
+    Item: ``{"image": (C, S, S) float32 in [0, 1] (not normalised), "label": (S, S) int64,
     "case": str, "name": str}``. Slices of another size are resized to S here (image bicubic,
     label nearest, corners aligned, image clamped back into [0, 1]); augmentation comes later,
     batched, on the device (see :mod:`msvmunet.data.augment`).
@@ -65,19 +65,35 @@ class SliceDataset(Dataset):
         raise NotImplementedError
 
     def load_slice(self, index: int) -> tuple[np.ndarray, np.ndarray, str, str, str]:
-        """(image (H, W), label (H, W), case, name, file it came from)."""
+        """(image (H, W) or (C, H, W), label (H, W), case, name, file it came from)."""
         raise NotImplementedError  # pragma: no cover
 
     def __getitem__(self, index: int) -> dict[str, object]:
         image, label, case, name, where = self.load_slice(index)
-        if image.ndim != 2:
-            raise DataError(f"{where}: expected a 2-D slice, got shape {image.shape}")
-        check_same_shape(image, label, where)
-        image = torch.from_numpy(check_image(image, where))[None, None]
+        if image.ndim not in (2, 3):
+            raise DataError(f"{where}: expected a 2-D slice (H, W) or (C, H, W), got shape {image.shape}")
+        check_same_shape(image[0] if image.ndim == 3 else image, label, where)
+        image = torch.from_numpy(check_image(image, where)).reshape(1, -1, *image.shape[-2:])
         label = torch.from_numpy(check_label(label, self.num_classes, where))[None]
         image = resize_images(image, self.size).clamp_(0.0, 1.0)
         label = resize_labels(label, self.size)
         return {"image": image[0], "label": label[0], "case": case, "name": name}
+
+
+class FileSlices(SliceDataset):
+    """The slices ``names`` of ``split``, one per file, read with ``data.read`` (any reader of this package)."""
+
+    def __init__(self, data, split: str, names: Sequence[str], size: int) -> None:
+        super().__init__(size, data.num_classes)
+        self.data, self.split, self.names = data, split, list(names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def load_slice(self, index: int):
+        name = self.names[index]
+        image, label, _ = self.data.read(self.split, name)
+        return image, label, self.data.case_of(name), name, str(self.data.path(self.split, name))
 
 
 def slice_number(name: str) -> int:

@@ -1,13 +1,14 @@
 """One entry point for every supported dataset folder, and case splits.
 
-    data = open_dataset("data/synapse")          # SynapseData, ACDCData or NiftiData
+    data = open_dataset("data/synapse")          # SynapseData, ACDCData, NiftiData, SSL4MISData, ImageFolderData
     train_cases, val_cases = split_cases(data.cases("train"), 2, seed=0)
     train = data.slices("train", cases=train_cases, size=224)   # torch Dataset of fixed-size slices
     for vol in data.volumes("train", cases=val_cases): ...       # Volume(case, image, label, spacing)
     for vol in data.volumes("test"): ...
 
 Every format object has ``kind``, ``splits``, ``num_classes``, ``class_names``, ``preprocessing``,
-``names(split)``, ``cases(split)``, ``read(split, name)``, ``slices(...)`` and ``volumes(...)``.
+``names(split)``, ``cases(split)``, ``read(split, name)``, ``path(split, name)``, ``slices(...)`` and
+``volumes(...)``; those whose splits can overlap also have ``split_problems()``.
 """
 
 from __future__ import annotations
@@ -18,16 +19,19 @@ from typing import Sequence, Union
 
 from ..errors import DataError
 from .acdc import ACDCData, is_acdc
+from .image_folders import ImageFolderData, is_image_folders
 from .nifti import NiftiData, is_nifti
 from .preprocessing import Preprocessing
+from .ssl4mis import SSL4MISData, is_ssl4mis
 from .synapse import SynapseData, is_synapse
 
-DataSource = Union[SynapseData, ACDCData, NiftiData]
-FORMATS = ("synapse", "acdc", "nifti")
+DataSource = Union[SynapseData, ACDCData, NiftiData, SSL4MISData, ImageFolderData]
+FORMATS = ("synapse", "acdc", "nifti", "ssl4mis", "images")
+ALIASES = {"nnunet": "nifti"}  # the nnU-Net raw layout (dataset.json, imagesTr, labelsTr) is read as nifti
 
 
 def detect_format(root: str | Path) -> str:
-    """``"synapse"``, ``"acdc"`` or ``"nifti"``, from the folder's layout."""
+    """One of ``FORMATS``, from the folder's layout."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: not a folder; give the dataset's root folder")
@@ -35,22 +39,31 @@ def detect_format(root: str | Path) -> str:
         return "synapse"
     if is_nifti(root):
         return "nifti"
+    if is_ssl4mis(root):
+        return "ssl4mis"
+    if is_image_folders(root):
+        return "images"
     if is_acdc(root):
         return "acdc"
     raise DataError(f"{root}: not a recognised dataset: expected train_npz/test_vol_h5 (Synapse), "
-                    "train/valid/test (ACDC) or dataset.json + imagesTr/labelsTr (nnU-Net)")
+                    "train/valid/test (ACDC), dataset.json + imagesTr/labelsTr (nnU-Net) or "
+                    "data/ + train_slices.list (SSL4MIS ACDC) or images/ + masks/ (2-D images)")
 
 
 def open_dataset(root: str | Path, kind: str | None = None,
                  preprocessing: Preprocessing | None = None) -> DataSource:
     """The dataset at ``root``; ``kind`` overrides detection, ``preprocessing`` applies to NIfTI data."""
-    kind = kind or detect_format(root)
+    kind = ALIASES.get(kind, kind) or detect_format(root)
     if kind == "synapse":
         return SynapseData(root)
     if kind == "acdc":
         return ACDCData(root)
     if kind == "nifti":
         return NiftiData(root, preprocessing)
+    if kind == "ssl4mis":
+        return SSL4MISData(root)
+    if kind == "images":
+        return ImageFolderData(root)
     raise DataError(f"unknown dataset kind {kind!r}; use one of {FORMATS}")
 
 

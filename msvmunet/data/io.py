@@ -2,20 +2,24 @@
 
 Every reader turns a missing, unreadable or truncated file into a :class:`DataError` that names
 the file and says what to do; every writer writes a temporary file beside the target and
-renames it, so an interrupted run never leaves a half-written file under the final name.
+renames it, so an interrupted run never leaves a half-written file under the final name; a full
+disk is reported in one line (:func:`reporting_disk_full`).
 """
 
 from __future__ import annotations
 
+import io
 import os
+import shutil
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from .._files import atomic_path, atomic_write_text
-from ..errors import DataError
+from .._files import atomic_path, atomic_write, atomic_write_text, is_disk_full
+from ..errors import DataError, DiskFullError
 
 PathLike = str | os.PathLike
 
@@ -166,21 +170,28 @@ def check_same_shape(image: np.ndarray, label: np.ndarray, where: str) -> None:
 
 
 def write_npz(path: PathLike, **arrays: np.ndarray) -> None:
-    """Write arrays into a compressed ``.npz`` atomically."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez_compressed(f, **arrays)
+    """Write arrays into an uncompressed ``.npz`` atomically, as ``np.savez`` does (TransUNet's
+    format; the readers take compressed files too), with a fixed time stamp inside the zip, so
+    that the same arrays always give the same bytes."""
+    with atomic_path(path) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for key, value in arrays.items():
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with archive.open(info, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
 
 
 def write_h5(path: PathLike, arrays: dict[str, np.ndarray], attrs: dict[str, object] | None = None) -> None:
     """Write datasets (gzip-compressed) and attributes into an HDF5 file atomically."""
     import h5py
 
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            for key, value in arrays.items():
-                f.create_dataset(key, data=value, compression="gzip", compression_opts=4)
-            for key, value in (attrs or {}).items():
-                f.attrs[key] = value
+    # built in memory, then written as bytes: HDF5 closing a file on a full disk crashes the process
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        for key, value in arrays.items():
+            f.create_dataset(key, data=value, compression="gzip", compression_opts=4)
+        for key, value in (attrs or {}).items():
+            f.attrs[key] = value
+    atomic_write(path, lambda out: out.write(buffer.getbuffer()), buffer.getbuffer().nbytes)
 
 
 def write_nifti(path: PathLike, array: np.ndarray, affine: np.ndarray, header=None) -> None:
@@ -198,3 +209,32 @@ def write_nifti(path: PathLike, array: np.ndarray, affine: np.ndarray, header=No
 def write_text(path: PathLike, text: str) -> None:
     """Write a text file atomically."""
     atomic_write_text(path, text)
+
+
+# ----------------------------------------------------------------------------- full disk
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError("unreachable")
+
+
+@contextmanager
+def reporting_disk_full(folder: PathLike, needed: Callable[[], int]) -> Iterator[None]:
+    """Turn a full disk in the block (a writer's :class:`DiskFullError`, or any write that failed for
+    want of space) into one :class:`DiskFullError` line naming ``folder``, its free space and
+    ``needed()``, the bytes the unfinished work still needs."""
+    try:
+        yield
+    except (OSError, RuntimeError) as err:
+        if not is_disk_full(err, folder):
+            raise
+        folder = Path(folder)
+        existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("."))
+        free = shutil.disk_usage(existing).free
+        raise DiskFullError(f"{folder}: the disk is full ({format_bytes(free)} free, about "
+                            f"{format_bytes(needed())} more needed); free some space or choose another output "
+                            "folder and run the same command again (the files already written are kept)") from err

@@ -4,13 +4,14 @@
 
     ROOT/dataset.json                 {"channel_names": {"0": "CT"}, "labels": {"background": 0, "liver": 1, ...},
                                        "file_ending": ".nii.gz"}   (nnU-Net v1's {"0": "background"} also read)
-    ROOT/imagesTr/<case>_0000.nii.gz  one channel per case
+    ROOT/imagesTr/<case>_0000.nii.gz  channel 0 of a case; <case>_0001.nii.gz channel 1, ... (one file per
+                                      entry of channel_names: the model takes that many input channels)
     ROOT/labelsTr/<case>.nii.gz       class indices 0..C-1
     ROOT/imagesTs, ROOT/labelsTs      optional labelled test split
 
 Volumes are preprocessed with a :class:`Preprocessing` (by default: channel ``CT`` -> HU window
-[-125, 275]; anything else -> MR percentile normalisation; slices along nibabel axis 2) and kept
-in memory for training, sliced along the chosen axis; evaluation yields whole volumes with their
+[-125, 275]; anything else -> MR percentile normalisation, each channel on its own; slices along
+nibabel axis 2) and kept in memory for training, sliced along the chosen axis; evaluation yields whole volumes with their
 voxel spacing.
 """
 
@@ -63,12 +64,20 @@ def class_names_from(labels: dict, where: str) -> tuple[str, ...]:
     return tuple(by_value[i] for i in range(len(by_value)))
 
 
-def default_preprocessing(meta: dict, class_names: Sequence[str]) -> Preprocessing:
+def channel_names(meta: dict, where: str) -> list[str]:
+    """The modalities of ``channel_names`` (v2) or ``modality`` (v1), ordered by channel number 0..N-1."""
     channels = meta.get("channel_names", meta.get("modality", {"0": "?"}))
-    if len(channels) != 1:
-        raise DataError(f"dataset.json lists {len(channels)} channels {channels}; only one channel is supported")
-    modality = str(next(iter(channels.values()))).strip().upper()
-    return Preprocessing(normalization="ct" if modality == "CT" else "mr", class_names=tuple(class_names))
+    if not isinstance(channels, dict) or sorted(map(str, channels)) != [str(i) for i in range(len(channels))] \
+            or not channels:
+        raise DataError(f"{where}: channel_names must map 0..N-1 to modalities, e.g. {{\"0\": \"T1\", \"1\": \"T2\"}}; "
+                        f"got {channels!r}")
+    return [str(channels[k]) for k in sorted(channels, key=int)]
+
+
+def default_preprocessing(meta: dict, class_names: Sequence[str], where: str = "dataset.json") -> Preprocessing:
+    modalities = [m.strip().upper() for m in channel_names(meta, where)]
+    ct = all(m == "CT" for m in modalities)
+    return Preprocessing(normalization="ct" if ct else "mr", class_names=tuple(class_names), channels=len(modalities))
 
 
 class NiftiData:
@@ -82,10 +91,11 @@ class NiftiData:
         where = str(self.root / "dataset.json")
         names = class_names_from(meta["labels"], where)
         self.file_ending = str(meta.get("file_ending", ".nii.gz"))
+        channels = len(channel_names(meta, where))
         if preprocessing is None:
-            preprocessing = default_preprocessing(meta, names)
-        elif preprocessing.num_classes != len(names):
-            preprocessing = replace(preprocessing, class_names=names)
+            preprocessing = default_preprocessing(meta, names, where)
+        elif preprocessing.num_classes != len(names) or preprocessing.channels != channels:
+            preprocessing = replace(preprocessing, class_names=names, channels=channels)
         self.preprocessing = preprocessing
         self.num_classes = len(names)
         self.class_names = names
@@ -97,8 +107,11 @@ class NiftiData:
     def case_of(name: str) -> str:
         return name
 
-    def image_path(self, split: str, case: str) -> Path:
-        return self.root / SPLIT_DIRS[self._split(split)][0] / f"{case}_0000{self.file_ending}"
+    def image_path(self, split: str, case: str, channel: int = 0) -> Path:
+        return self.root / SPLIT_DIRS[self._split(split)][0] / f"{case}_{channel:04d}{self.file_ending}"
+
+    def image_paths(self, split: str, case: str) -> list[Path]:
+        return [self.image_path(split, case, c) for c in range(self.preprocessing.channels)]
 
     def path(self, split: str, case: str) -> Path:
         """The label file of a case."""
@@ -111,31 +124,37 @@ class NiftiData:
                        if not p.name.startswith("."))
         if not cases:
             raise DataError(f"{folder}: no *{self.file_ending} label files; the {split} split is empty")
-        missing = [c for c in cases if not self.image_path(split, c).is_file()]
+        missing = [(c, p) for c in cases for p in self.image_paths(split, c) if not p.is_file()]
         if missing:
-            raise DataError(f"{folder}: {len(missing)} label(s) without an image, e.g. {missing[:10]} "
-                            f"(looked for {self.image_path(split, missing[0])}); add the images or remove "
+            raise DataError(f"{folder}: {len(missing)} image file(s) missing, e.g. {[p.name for _, p in missing[:10]]} "
+                            f"(for the labels of {sorted({c for c, _ in missing})[:10]}); add the images or remove "
                             "the labels")
         return cases
 
     cases = names
 
     def read(self, split: str, case: str) -> tuple[np.ndarray, np.ndarray, dict[str, object]]:
-        """Raw image and label arrays (nibabel order) and ``{"affine": (4, 4)}``."""
-        image, affine = read_nifti(self.image_path(split, case))
+        """Raw image (nibabel order (X, Y, Z); (C, X, Y, Z) for C channels), label (X, Y, Z), ``{"affine": (4, 4)}``."""
+        paths = self.image_paths(split, case)
+        images = [read_nifti(p) for p in paths]
+        for path, (array, _) in zip(paths[1:], images[1:]):
+            if array.shape != images[0][0].shape:
+                raise DataError(f"{path}: shape {array.shape} differs from channel 0's {images[0][0].shape}; "
+                                "every channel of a case must have the same voxels")
         label, _ = read_nifti(self.path(split, case))
-        return image, label, {"affine": affine}
+        image = images[0][0] if len(images) == 1 else np.stack([a for a, _ in images])
+        return image, label, {"affine": images[0][1]}
 
     def load(self, split: str, case: str) -> Volume:
-        """One case preprocessed: (D, H, W) image in [0, 1], label, spacing (z, y, x)."""
+        """One case preprocessed: (D, H, W) image in [0, 1] ((D, C, H, W) for C channels), label, spacing (z, y, x)."""
         image, label, attrs = self.read(split, case)
         where = f"{self.image_path(split, case)} / {self.path(split, case).name}"
-        check_same_shape(image, label, where)
+        check_same_shape(image if image.ndim == 3 else image[0], label, where)
         check_image(image, str(self.image_path(split, case)))
         label = check_label(label, self.num_classes, str(self.path(split, case)))
         prep, affine = self.preprocessing, attrs["affine"]
-        return Volume(case=case, image=prep.apply(image, affine), label=prep.apply_label(label, affine),
-                      spacing=prep.spacing(affine))
+        image = prep.apply(image, affine) if image.ndim == 3 else np.stack([prep.apply(c, affine) for c in image], 1)
+        return Volume(case=case, image=image, label=prep.apply_label(label, affine), spacing=prep.spacing(affine))
 
     def slices(self, split: str = "train", *, cases: Sequence[str] | None = None,
                exclude_cases: Sequence[str] | None = None, size: int = 224) -> SliceDataset:

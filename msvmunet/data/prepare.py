@@ -1,24 +1,29 @@
 """Preparation of Synapse and ACDC from the raw NIfTI scans into the layouts the readers take.
 
 Both are idempotent: a case whose outputs all exist is skipped (``overwrite=True`` redoes it),
-and every file is written atomically, so an interrupted run loses nothing finished. Both go
+and every file is written atomically, so an interrupted run loses nothing finished. Synapse keeps
+a manifest (``prepare_manifest.json``: per case the raw files' sizes and times and the settings),
+so that only what a prepare of the same inputs wrote is skipped; other files of the same case
+names are refused. A full disk is one line naming the folder and the space needed. Both go
 through :class:`~msvmunet.data.preprocessing.Preprocessing`, the code path ``predict`` uses.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import random
 import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
 
 from ..errors import DataError
-from .io import check_image, nifti_shape, read_nifti, write_h5, write_npz, write_text
+from .io import (check_image, nifti_shape, read_nifti, reporting_disk_full, write_h5, write_npz,
+                 write_text)
 from .preprocessing import Preprocessing, acdc_preprocessing, synapse_preprocessing
 
 # BTCV label -> Synapse (released TransUNet data) class: aorta, gallbladder, left kidney,
@@ -54,7 +59,9 @@ class PrepareSummary:
         return "\n".join(lines)
 
     def count(self, label: np.ndarray, class_names: Sequence[str]) -> None:
-        counts = np.bincount(label.ravel(), minlength=len(class_names))
+        self.add_counts(np.bincount(label.ravel(), minlength=len(class_names)), class_names)
+
+    def add_counts(self, counts: np.ndarray, class_names: Sequence[str]) -> None:
         for name, n in zip(class_names, counts):
             self.class_voxels[name] = self.class_voxels.get(name, 0) + int(n)
 
@@ -65,6 +72,13 @@ def _progress(items: Sequence, desc: str, enabled: bool) -> Iterable:
     from tqdm import tqdm
 
     return tqdm(items, desc=desc, unit="case")
+
+
+def progress_bar(total: int, desc: str, enabled: bool):
+    """A tqdm bar of ``total`` cases, silent unless ``enabled``; a context manager with ``update(n)``."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="case", disable=not enabled)
 
 
 # ----------------------------------------------------------------------------- Synapse
@@ -104,10 +118,57 @@ def write_synapse_lists(out: Path, train: dict[str, int], test: Sequence[str]) -
     write_text(out / "lists" / "test_vol.txt", "".join(f"{c}\n" for c in sorted(test)))
 
 
-def _synapse_done(out: Path, case: str, depth: int, test: bool) -> bool:
+def _synapse_outputs(out: Path, case: str, depth: int, test: bool) -> list[Path]:
     if test:
-        return (out / "test_vol_h5" / f"{case}.npy.h5").is_file()
-    return all((out / "train_npz" / f"{n}.npz").is_file() for n in synapse_slice_names(case, depth))
+        return [out / "test_vol_h5" / f"{case}.npy.h5"]
+    return [out / "train_npz" / f"{n}.npz" for n in synapse_slice_names(case, depth)]
+
+
+class _Manifest:
+    """``OUT/prepare_manifest.json``: what earlier prepares wrote into OUT, per case the raw files'
+    names, sizes and modification times, the settings, and whether all its files were written."""
+
+    NAME = "prepare_manifest.json"
+
+    def __init__(self, out: Path, dataset: str) -> None:
+        self.path, self.dataset = out / self.NAME, dataset
+        self.cases: dict[str, dict] = {}
+        if self.path.is_file():
+            try:
+                data = json.loads(self.path.read_text())
+                self.cases = dict(data["cases"]) if data.get("dataset") == dataset else {}
+            except (OSError, ValueError, KeyError, TypeError) as err:
+                raise DataError(f"{self.path}: unreadable manifest ({err}); delete it and prepare with "
+                                "--overwrite") from err
+
+    @staticmethod
+    def record(sources: Sequence[Path], settings: dict) -> dict:
+        """What a case's files are made from, as JSON reads it back."""
+        stats = {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in sources}
+        return json.loads(json.dumps({"sources": stats, "settings": settings}))
+
+    def state(self, case: str, record: dict) -> str:
+        """``done`` (written from ``record``), ``started`` (from ``record``, unfinished), or why not."""
+        entry = self.cases.get(case)
+        if entry is None:
+            return f"{self.NAME} has no entry for it"
+        if entry.get("sources") != record["sources"]:
+            return f"its raw files differ from {sorted(record['sources'])} (size or time)"
+        if entry.get("settings") != record["settings"]:
+            return "it was prepared with other settings"
+        return "done" if entry.get("complete") else "started"
+
+    def mark(self, case: str, record: dict, complete: bool) -> None:
+        self.cases[case] = {**record, "complete": complete}
+        lines = ",\n".join(f"  {json.dumps(c)}: {json.dumps(e)}" for c, e in sorted(self.cases.items()))
+        write_text(self.path, f'{{"dataset": {json.dumps(self.dataset)}, "cases": {{\n{lines}\n}}}}\n')
+
+
+def _remove_temporaries(folders: Iterable[Path]) -> None:
+    """Delete what killed atomic writes left behind (``.tmp-*`` files)."""
+    for folder in folders:
+        for tmp in folder.glob(".tmp-*"):
+            tmp.unlink(missing_ok=True)
 
 
 def prepare_synapse(raw: str | Path, out: str | Path, *, overwrite: bool = False, progress: bool = True,
@@ -117,7 +178,9 @@ def prepare_synapse(raw: str | Path, out: str | Path, *, overwrite: bool = False
 
     HU clipped to [-125, 275] and scaled by (x + 125) / 400; arrays (slice, row, column) = nibabel's
     transposed (2, 1, 0); labels remapped to the 8 organs; TransUNet's 18/12 train/test split; h5
-    volumes keep their spacing (z, y, x) as the attribute ``spacing``.
+    volumes keep their spacing (z, y, x) as the attribute ``spacing``. A case is skipped when the
+    manifest says it was written from the same raw files and settings; files of a case that this
+    prepare did not write are refused (``overwrite=True`` replaces them).
     """
     raw, out = Path(raw), Path(out)
     prep = preprocessing or synapse_preprocessing()
@@ -135,29 +198,73 @@ def prepare_synapse(raw: str | Path, out: str | Path, *, overwrite: bool = False
     if summary.missing:
         warnings.warn(f"{raw}: {len(summary.missing)} of the BTCV cases are missing or lack an image/label "
                       f"pair: {', '.join(summary.missing)}; preparing the {len(found)} found", stacklevel=2)
-    train: dict[str, int] = {}
-    test: list[str] = []
-    for index in _progress(found, "synapse", progress):
-        case, is_test = f"case{index:04d}", index in test_cases
-        depth = nifti_shape(images[index])[prep.axis]
-        (test.append(case) if is_test else train.__setitem__(case, depth))
-        if not overwrite and _synapse_done(out, case, depth, is_test):
-            summary.skipped.append(case)
-            continue
-        volume, affine = read_nifti(images[index])
-        label, _ = read_nifti(labels[index])
-        if volume.shape != label.shape:
-            raise DataError(f"{images[index]}: image shape {volume.shape} and label shape {label.shape} differ")
-        check_image(volume, str(images[index]))
-        image = prep.apply(volume, affine)
-        target = prep.apply_label(remap_btcv(label, str(labels[index])), affine)
-        write_synapse_case(out, case, image, target, test=is_test, spacing=prep.spacing(affine))
-        summary.written.append(case)
-        summary.count(target, prep.class_names)
-    write_synapse_lists(out, train, test)
+    manifest = _Manifest(out, "synapse")
+    plan = _plan_synapse(out, manifest, found, images, labels, prep, test_cases, overwrite)
+    train = {job.case: job.depth for job in plan if not job.test}
+    test = [job.case for job in plan if job.test]
+    todo = [job for job in plan if job.record is not None]
+    summary.skipped = [job.case for job in plan if job.record is None]
+    _remove_temporaries([out, out / "train_npz", out / "test_vol_h5", out / "lists"])
+    # bytes still needed: float32 image + uint8 label per voxel (h5 compression aside)
+    with reporting_disk_full(out, lambda: 5 * sum(job.voxels for job in todo if job.case not in summary.written)):
+        for job in _progress(todo, "synapse", progress):
+            manifest.mark(job.case, job.record, complete=False)
+            image_path, label_path = images[job.index], labels[job.index]
+            volume, affine = read_nifti(image_path)
+            label, _ = read_nifti(label_path)
+            if volume.shape != label.shape:
+                raise DataError(f"{image_path}: image shape {volume.shape} and label shape {label.shape} differ")
+            check_image(volume, str(image_path))
+            image = prep.apply(volume, affine)
+            target = prep.apply_label(remap_btcv(label, str(label_path)), affine)
+            for stale in set(_synapse_files(out, job.case)) - set(_synapse_outputs(out, job.case, job.depth, job.test)):
+                stale.unlink()
+            write_synapse_case(out, job.case, image, target, test=job.test, spacing=prep.spacing(affine))
+            manifest.mark(job.case, job.record, complete=True)
+            summary.written.append(job.case)
+            summary.count(target, prep.class_names)
+        write_synapse_lists(out, train, test)
     summary.splits = {"train": sorted(train), "test": sorted(test)}
     summary.items = {"train": sum(train.values()), "test": len(test)}
     return summary
+
+
+def _synapse_files(out: Path, case: str) -> list[Path]:
+    """The files of ``case`` in OUT, whoever wrote them."""
+    return [*(out / "train_npz").glob(f"{case}_slice*.npz"), *(out / "test_vol_h5").glob(f"{case}.npy.h5")]
+
+
+class _SynapseJob(NamedTuple):
+    case: str
+    index: int                  # the BTCV number
+    depth: int
+    voxels: int
+    test: bool
+    record: dict | None         # what the manifest gets; None: already done, skipped
+
+
+def _plan_synapse(out: Path, manifest: _Manifest, found: Sequence[int], images: dict[int, Path],
+                  labels: dict[int, Path], prep: Preprocessing, test_cases: Sequence[int],
+                  overwrite: bool) -> list[_SynapseJob]:
+    """One job per found case; refuses, before anything is written, cases whose files in OUT
+    another dataset or other raw files made."""
+    settings = {k: v for k, v in prep.to_dict().items() if k not in ("size", "mean", "std")}
+    plan, foreign = [], []
+    for index in found:
+        case, is_test = f"case{index:04d}", index in test_cases
+        shape = nifti_shape(images[index])
+        record = _Manifest.record([images[index], labels[index]], {**settings, "test": is_test})
+        state = manifest.state(case, record)
+        done = state == "done" and all(p.is_file() for p in _synapse_outputs(out, case, shape[prep.axis], is_test))
+        if not overwrite and state not in ("done", "started") and _synapse_files(out, case):
+            foreign.append(f"{case} ({state})")
+        plan.append(_SynapseJob(case, index, shape[prep.axis], int(np.prod(shape)), is_test,
+                                None if done and not overwrite else record))
+    if foreign:
+        raise DataError(f"{out}: holds files of {len(foreign)} case(s) that a prepare of these raw files did "
+                        f"not write, e.g. {', '.join(foreign[:3])}; add --overwrite to replace them, or "
+                        "choose another output folder")
+    return plan
 
 
 # ----------------------------------------------------------------------------- ACDC

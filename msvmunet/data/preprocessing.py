@@ -41,6 +41,7 @@ class Preprocessing:
     size: the network's in-plane input size S (slices are resized to S x S).
     mean, std: normalisation of the [0, 1] image for the network: ``(x - mean) / std``.
     class_names: name of each class index, background first.
+    channels: image channels the network is fed (1: grey, CT, one MR sequence; 3: RGB; N: N modalities).
     """
 
     normalization: str = "ct"
@@ -52,6 +53,7 @@ class Preprocessing:
     mean: float = 0.5
     std: float = 0.5
     class_names: tuple[str, ...] = SYNAPSE_CLASSES
+    channels: int = 1
 
     def __post_init__(self) -> None:
         # Accept lists (from a dict) and store tuples, so that the object stays hashable.
@@ -69,12 +71,19 @@ class Preprocessing:
             raise ConfigError(f"Preprocessing.axis={self.axis}: use 0, 1 or 2")
         if self.size < 8 or self.std <= 0:
             raise ConfigError(f"Preprocessing: size={self.size} must be >= 8 and std={self.std} positive")
+        if self.channels < 1:
+            raise ConfigError(f"Preprocessing.channels={self.channels}: need at least one channel")
         if len(self.class_names) < 2:
             raise ConfigError("Preprocessing.class_names: name the background and at least one class")
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def model_channels(self) -> int:
+        """The network stem's input channels: 3 for grey (repeated to 3, as for ImageNet weights), else C."""
+        return 3 if self.channels == 1 else self.channels
 
     # ------------------------------------------------------------------ dict round trip
 

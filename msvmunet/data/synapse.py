@@ -19,7 +19,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from ..errors import DataError
-from .base import SliceDataset, Volume, select_cases, stacked_volumes, volume_from_file
+from .base import FileSlices, SliceDataset, Volume, select_cases, stacked_volumes, volume_from_file
 from .io import read_h5, read_list, read_npz
 from .preprocessing import Preprocessing, synapse_preprocessing
 
@@ -120,7 +120,7 @@ class SynapseData:
             raise DataError(f"{self.root}: the Synapse {split} split holds volumes; "
                             "train on 'train' and evaluate with volumes('test')")
         names = select_cases(self.names("train"), self.case_of, cases, exclude_cases, str(self.root))
-        return _SynapseSlices(self, names, size)
+        return FileSlices(self, "train", names, size)
 
     def volumes(self, split: str = "test", *, cases: Sequence[str] | None = None,
                 exclude_cases: Sequence[str] | None = None) -> Iterator[Volume]:
@@ -146,17 +146,3 @@ class SynapseData:
             raise DataError(f"{self.root}: no {' or '.join(wanted)} folder for the {split} split")
         return folder
 
-
-class _SynapseSlices(SliceDataset):
-    def __init__(self, data: SynapseData, names: list[str], size: int) -> None:
-        super().__init__(size, data.num_classes)
-        self.data = data
-        self.names = names
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def load_slice(self, index: int):
-        name = self.names[index]
-        image, label, _ = self.data.read("train", name)
-        return image, label, self.data.case_of(name), name, str(self.data.path("train", name))

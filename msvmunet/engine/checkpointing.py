@@ -57,7 +57,9 @@ class CheckpointWriter:
     """Writes checkpoints from a background thread so that training does not wait for the disk.
 
     ``save`` snapshots everything to CPU memory at once (so later training steps cannot change what
-    is written), then writes atomically in the background; the next ``save`` or ``close`` waits for
+    is written), then writes atomically in the background; ``copies`` maps further paths to changed
+    plain values, written from the same snapshot (``final.pt`` beside ``last.pt``: one copy from the
+    GPU, and no wait for the first file before the second). The next ``save`` or ``close`` waits for
     the previous write. A killed process leaves the previous complete file in place.
     """
 
@@ -65,13 +67,15 @@ class CheckpointWriter:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
-    def save(self, path: str | Path, obj: dict[str, Any]) -> None:
+    def save(self, path: str | Path, obj: dict[str, Any], copies: dict[Path, dict[str, Any]] | None = None) -> None:
         self.wait()
         snapshot = _to_cpu(obj)
+        targets = [(Path(path), snapshot)] + [(Path(p), dict(snapshot, **changes)) for p, changes in (copies or {}).items()]
 
         def write() -> None:
             try:
-                atomic_save(snapshot, path)
+                for target, state in targets:
+                    atomic_save(state, target)
             except BaseException as err:  # reported by the next wait()
                 self._error = err
 

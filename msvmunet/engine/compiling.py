@@ -10,6 +10,7 @@ graph; BENCHMARKS.md); the first compilation benchmarks a few configurations per
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
@@ -74,3 +75,24 @@ def parse_inductor_items(items: list[str], where: str = "--inductor") -> dict[st
         except ValueError:
             raise ConfigError(f"{where} {item!r}: {key} takes a value of type {type(default).__name__}") from None
     return options
+
+
+def compile_cache_dir() -> Path:
+    """Where compiled kernels are kept between runs: ``$MSVMUNET_CACHE_DIR``, else ``$XDG_CACHE_HOME/msvmunet``,
+    else ``~/.cache/msvmunet``."""
+    import os
+
+    root = os.environ.get("MSVMUNET_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "msvmunet"
+    return Path(root)
+
+
+def use_compile_caches() -> Path:
+    """Point inductor's and Triton's on-disk caches at :func:`compile_cache_dir` (unless the user set
+    ``TORCHINDUCTOR_CACHE_DIR`` / ``TRITON_CACHE_DIR``), so that a second run on the same machine reuses
+    the first run's compiled graphs and kernels instead of compiling again. Returns the folder."""
+    import os
+
+    root = compile_cache_dir()
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(root / "inductor"))
+    os.environ.setdefault("TRITON_CACHE_DIR", str(root / "triton"))
+    return root

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+from tqdm import tqdm
 
 from ..errors import ConfigError
 from ..models.checkpoints import load_file, model_from_checkpoint, network_size
@@ -55,7 +56,9 @@ def evaluate(
     """Segment every volume of ``split`` slice by slice and measure it; write the reports.
 
     Returns ``{protocol: Summary}``. Files: ``<output>/<protocol>/{cases.csv, summary.md, summary.json,
-    dice_boxplot.png}`` and ``<output>/overlays/<case>_z<k>.png`` for the first ``overlays`` cases.
+    dice_boxplot.png}``, ``<output>/pooled/{images.csv, summary.md, summary.json}`` (pixel metrics of the
+    confusion matrix summed over the cases, as 2-D papers report them) and ``<output>/overlays/<case>_z<k>.png``
+    for the first ``overlays`` cases.
     """
     from .. import metrics
     from ..data import open_dataset
@@ -68,12 +71,19 @@ def evaluate(
             f"{checkpoint} predicts {model.num_classes} classes but {data} has {dataset.num_classes}; "
             "evaluate on the dataset the model was trained for"
         )
+    if dataset.preprocessing.model_channels != model.config.encoder.in_channels:  # several-channel data
+        raise ConfigError(f"{checkpoint} takes {model.config.encoder.in_channels} input channels but {data} has "
+                          f"{dataset.preprocessing.channels}; evaluate on the dataset the model was trained for")
     size = network_size(ckpt)
     labels = label_set(dataset.class_names)
     aggregators = {p: metrics.Aggregator(labels.names, protocol=p) for p in protocols}
     output = Path(output)
+    pooled = metrics.PooledConfusion(labels.names)  # pixel metrics pooled over images (VM-UNet's ISIC table)
     missing_spacing = []
-    for i, volume in enumerate(dataset.volumes(split, cases=cases)):
+    total = len(cases) if cases is not None else len(dataset.cases(split))
+    progress = tqdm(dataset.volumes(split, cases=cases), total=total, desc=f"evaluate {split}", unit="case",
+                    disable=quiet, leave=False, dynamic_ncols=True)
+    for i, volume in enumerate(progress):
         pred = predict_volume(model, volume.image, size=size, batch_size=batch_size, precision=precision)
         for protocol, agg in aggregators.items():
             spacing = None
@@ -83,12 +93,14 @@ def evaluate(
                     spacing = 1.0
                     missing_spacing.append(volume.case)
             agg.add_case(volume.case, pred, volume.label, spacing=spacing)
+        pooled.add(volume.case, pred, volume.label)
         if i < overlays:
-            metrics.save_case_overlays(output / "overlays", volume.case, volume.image, volume.label, pred, labels.colors,
+            grey = volume.image if volume.image.ndim == 3 else volume.image.mean(axis=1)  # (D, C, H, W): channel mean
+            metrics.save_case_overlays(output / "overlays", volume.case, grey, volume.label, pred, labels.colors,
                                       names=labels.names)
         if not quiet:
             dice = aggregators[protocols[0]].cases[volume.case]
-            print(f"{volume.case}: mean Dice {sum(r.dice for r in dice) / len(dice):.4f} ({protocols[0]})")
+            progress.write(f"{volume.case}: mean Dice {sum(r.dice for r in dice) / len(dice):.4f} ({protocols[0]})")
     note = str(ckpt.get("selection") or "")
     summaries = {}
     for protocol, agg in aggregators.items():
@@ -101,6 +113,10 @@ def evaluate(
         summaries[protocol] = agg.summary()
         if not quiet:
             print(metrics.format_summary(summaries[protocol], text))
+    # pooled pixel metrics, per image and in total -------------------------------------------
+    metrics.write_pooled_report(output / "pooled", pooled)
+    if not quiet:
+        print(metrics.format_pooled(pooled))
     return summaries
 
 

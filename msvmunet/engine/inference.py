@@ -60,17 +60,17 @@ def predict_volume(
     mean: float = 0.5,
     std: float = 0.5,
 ) -> np.ndarray:
-    """volume: (D, H, W) float in [0, 1] -> labels (D, H, W) uint8 (int64 past 256 classes)."""
-    if volume.ndim != 3:
-        raise ValueError(f"predict_volume expects a (D, H, W) volume, got shape {volume.shape}")
+    """volume: (D, H, W) or (D, C, H, W) float in [0, 1] -> labels (D, H, W) uint8 (int64 past 256 classes)."""
+    if volume.ndim not in (3, 4):
+        raise ValueError(f"predict_volume expects a (D, H, W) or (D, C, H, W) volume, got shape {volume.shape}")
     net = unwrap(model)
     device = next(net.parameters()).device
     precision = resolve_precision(precision, device)
     was_training = net.training
     net.eval()
-    depth, height, width = volume.shape
+    depth, height, width = volume.shape[0], *volume.shape[-2:]
     num_classes = net.num_classes
-    out = np.zeros(volume.shape, dtype=np.uint8 if num_classes <= 256 else np.int64)
+    out = np.zeros((depth, height, width), dtype=np.uint8 if num_classes <= 256 else np.int64)
     scale_in = (size / height, size / width)
     scale_out = (height / size, width / size)
     resize = (height, width) != (size, size)
@@ -78,8 +78,10 @@ def predict_volume(
         for chunk in _batches(depth, batch_size):
             slices = volume[chunk].astype(np.float32, copy=False)
             if resize:
-                slices = np.stack([zoom(s, scale_in, order=3) for s in slices])
-            x = torch.from_numpy((slices - mean) / std).unsqueeze(1).to(device, non_blocking=True)
+                scale = scale_in if slices.ndim == 3 else (1.0, *scale_in)  # channels kept as they are
+                slices = np.stack([zoom(s, scale, order=3) for s in slices])
+            x = torch.from_numpy((slices - mean) / std)
+            x = (x.unsqueeze(1) if x.ndim == 3 else x).to(device, non_blocking=True)
             with autocast_context(device, precision):
                 logits = net(x)
             labels = logits.argmax(1).cpu().numpy()

@@ -6,6 +6,10 @@ which is most of an eager step's time for this model. Warm-up steps and captures
 training steps on real batches; a new capture follows every change of the trainable set (the
 encoder freeze). Batches must all have the shape of the captured one (the trainer drops the last
 partial batch of each epoch in this mode).
+
+Under DDP (torchrun) the step runs eagerly (compiled or not): DDP all-reduces gradient buckets
+during the backward, and that is not captured here. :meth:`StepRunner.describe` says which path
+a runner takes; the trainer prints it.
 """
 
 from __future__ import annotations
@@ -28,6 +32,22 @@ class StepRunner:
         self.device, self.precision = device, precision
         self.use_graph = use_graph
         self.reset()
+
+    def describe(self) -> str:
+        """The step path, e.g. ``step: compiled, CUDA graph`` or ``step: DDP (2 processes), compiled, eager launches``."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        model, parts = self.model, []
+        compiled = hasattr(model, "_orig_mod")  # torch.compile's OptimizedModule
+        inner = model._orig_mod if compiled else model
+        if isinstance(inner, DistributedDataParallel):
+            import torch.distributed as dist
+
+            n = dist.get_world_size(inner.process_group)
+            parts.append(f"DDP ({n} process{'es' if n > 1 else ''})")
+        parts.append("compiled" if compiled else "not compiled")
+        parts.append("CUDA graph" if self.use_graph else "eager launches")
+        return "step: " + ", ".join(parts)
 
     def reset(self) -> None:
         """Forget the captured graph (call when the trainable parameters change)."""

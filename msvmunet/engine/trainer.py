@@ -15,21 +15,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ..errors import ConfigError, MsvmUnetError
+from ..errors import ConfigError
 from ..models import MSVMUNet, create_model
 from .checkpointing import CheckpointWriter, load_training_checkpoint, training_state
 from .config import TrainConfig, save_yaml
-from .distributed import DistInfo, all_reduce_mean, barrier, cleanup, init_distributed
+from .distributed import DistInfo, all_reduce_max_, all_reduce_mean, barrier, cleanup, init_distributed, wrap_ddp
 from .inference import pick_device, predict_volume, resolve_precision
+from .epoch import TrainingError, run_epoch
 from .losses import DiceCELoss
 from .step import StepRunner, graph_capable
-
-
-class TrainingError(MsvmUnetError):
-    """Training stopped for a reason the user can act on (NaN loss, out of memory)."""
 
 
 def seed_everything(seed: int) -> None:
@@ -62,7 +58,7 @@ def out_of_memory_error(device: torch.device, batch_size: int, world_size: int, 
     )
 
 
-def build_model(config: TrainConfig, num_classes: int) -> MSVMUNet:
+def build_model(config: TrainConfig, num_classes: int, in_channels: int = 3) -> MSVMUNet:
     if config.pretrained_encoder is None:
         raise ConfigError(
             "the recipe starts from VMamba ImageNet encoder weights: pass --pretrained-encoder PATH "
@@ -70,7 +66,7 @@ def build_model(config: TrainConfig, num_classes: int) -> MSVMUNet:
         )
     pretrained = None if str(config.pretrained_encoder).lower() == "none" else config.pretrained_encoder
     return create_model(
-        config.model, num_classes=num_classes, pretrained_encoder=pretrained,
+        config.model, num_classes=num_classes, in_channels=in_channels, pretrained_encoder=pretrained,
         scan_backend=config.scan_backend, **config.model_options,
     )
 
@@ -135,55 +131,100 @@ def _mean_dice(model, volumes, num_classes: int, config: TrainConfig, info: Dist
     return float(per_class.mean())
 
 
+@dataclasses.dataclass
+class Selection:
+    """How the checkpoint reported as best is chosen: on which volumes, and what reports say about it."""
+
+    split: str | None          # None: no selection (the final epoch is reported)
+    cases: list[str] | None
+    note: str
+    key: str = "val_dice"
+
+
+@dataclasses.dataclass
+class Run:
+    """Everything one training run holds once set up."""
+
+    config: TrainConfig
+    info: DistInfo
+    device: torch.device
+    run_dir: Path
+    data: Any
+    num_classes: int
+    loader: DataLoader
+    sampler: DistributedSampler
+    steps_per_epoch: int
+    augmenter: Any
+    model: MSVMUNet
+    criterion: Any
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: Any
+    use_graph: bool
+    selection: Selection
+    ckpt_extra: dict[str, Any]
+    start_epoch: int = 0
+    history_rows: list[dict] = dataclasses.field(default_factory=list)
+    best: dict | None = None
+    next_batches: Any = None  # the next epoch's batches, already loading
+
+    def batches(self, epoch: int):
+        """The loader's iterator for ``epoch`` (started early by :meth:`start_loading`, or now)."""
+        batches, self.next_batches = self.next_batches, None
+        if batches is None:
+            self.sampler.set_epoch(epoch)
+            batches = iter(self.loader)
+        return batches
+
+    def start_loading(self, epoch: int) -> None:
+        """Let the workers start on ``epoch``'s batches (the current epoch's are all taken)."""
+        if epoch < self.config.epochs and self.loader.num_workers > 0:
+            self.sampler.set_epoch(epoch)
+            self.next_batches = iter(self.loader)
+
+
 def train(config: TrainConfig, *, resume: str | Path | bool | None = None) -> Path:
     """Train with ``config``; returns the run folder (``config.output``).
 
     ``resume``: a checkpoint path, or True for ``<output>/last.pt``. The run folder receives
     ``config.yaml`` (the resolved configuration), ``last.pt`` every epoch (atomic), ``final.pt``,
-    ``best.pt`` when a validation selects one, ``history.csv`` and TensorBoard scalars.
+    ``best.pt`` when a validation selects one, ``history.csv`` (per epoch: loss, learning rate, and
+    where the time went) and TensorBoard scalars.
     """
     info = init_distributed("cuda" if config.device != "cpu" and torch.cuda.is_available() else "cpu")
     try:
-        return _train(config, resume, info)
+        run = setup(config, resume, info)
+        return train_run(run)
     finally:
         cleanup(info)
 
 
-def _train(config: TrainConfig, resume, info: DistInfo) -> Path:
-    from ..data import Augmenter, AugmentConfig, normalize, open_dataset, split_cases
+# ---------------------------------------------------------------------------------------- setup
 
+def setup(config: TrainConfig, resume, info: DistInfo) -> Run:
+    """Data, model, optimiser and selection of a run, restored from a checkpoint when resuming;
+    writes ``config.yaml``."""
     device = resolve_device(config.device, info)
     precision = resolve_precision(config.precision, device)
     config = config.replace(precision=precision)
-    run_dir = Path(config.output)
     if config.batch_size % info.world_size:
         raise ConfigError(f"batch size {config.batch_size} must be divisible by the {info.world_size} processes")
     seed_everything(config.seed)
-
-    # data ----------------------------------------------------------------------------------
-    data = open_dataset(config.data, config.dataset)
-    cases = data.cases("train")
-    val_spec = config.val_cases
-    train_cases, val_cases = split_cases(cases, val_spec, seed=config.seed) if val_spec else (cases, [])
-    if config.select_on_test and val_cases:
-        raise ConfigError("choose one way of selecting the checkpoint: --val-cases or --select-on-test")
-    dataset = data.slices("train", cases=train_cases, size=config.image_size)
-    sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=config.seed)
     use_graph = config.cuda_graph and graph_capable(device, info.world_size, precision)
-    # a captured training step needs one batch shape: then the last partial batch of an epoch is dropped
-    drop_last = use_graph and len(dataset) >= config.batch_size
-    loader = DataLoader(
-        dataset, batch_size=config.batch_size // info.world_size, sampler=sampler,
-        num_workers=config.num_workers, pin_memory=device.type == "cuda",
-        persistent_workers=config.num_workers > 0, drop_last=drop_last,
-    )
-    num_classes = data.num_classes
-    augmenter = Augmenter(AugmentConfig(mode=config.noise)) if config.augment else None
+    data, train_cases, selection = _open_data(config, info)
+    loader, sampler = _loader(data, train_cases, config, info, device, use_graph)
+    steps = len(loader) if config.steps_per_epoch is None else min(len(loader), config.steps_per_epoch)
+    augmenter = None
+    if config.augment:
+        from ..data import Augmenter, AugmentConfig
 
-    # model, optimiser ------------------------------------------------------------------------
-    model = build_model(config, num_classes).to(device)
+        augmenter = Augmenter(AugmentConfig(mode=config.noise))
+    model = build_model(config, data.num_classes, data.preprocessing.model_channels).to(device)
     criterion = DiceCELoss(config.ce_weight, config.dice_weight)
     if config.compile and device.type == "cuda":  # the torch form (no Triton) fuses; the Triton form is two kernels either way
+        from .compiling import use_compile_caches
+
+        use_compile_caches()
         criterion = torch.compile(criterion, options=config.inductor or None)
     # a CUDA graph bakes in plain numbers: the learning rate lives in a tensor the scheduler updates in place
     lr = torch.tensor(config.lr, device=device) if use_graph else config.lr
@@ -192,130 +233,215 @@ def _train(config: TrainConfig, resume, info: DistInfo) -> Path:
                                   capturable=use_graph)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs, eta_min=config.min_lr)
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-
-    start_epoch, history_rows, best = 0, [], None
-    if resume:
-        path = run_dir / "last.pt" if resume is True else Path(resume)
-        state = load_training_checkpoint(path, model.config)
-        model.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        for group in optimizer.param_groups:  # a plain number or a device tensor, as this run needs
-            value = float(group["lr"])
-            group["lr"] = torch.tensor(value, device=device) if use_graph else value
-        scheduler.load_state_dict(state["scheduler"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        from .checkpointing import set_rng_state
-
-        set_rng_state(state["rng"])
-        start_epoch, history_rows, best = state["epoch"], list(state.get("history") or []), state.get("best")
-        if info.is_main:
-            print(f"resuming {path} after epoch {start_epoch}")
-    if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_yaml(config, run_dir / "config.yaml")
-    history = _History(run_dir, info.is_main, history_rows)
     preprocessing = dataclasses.replace(data.preprocessing, size=config.image_size)
-    ckpt_extra = dict(train_config=config.to_dict(), preprocessing=preprocessing.to_dict(),
-                      classes=list(data.class_names))
+    run = Run(config=config, info=info, device=device, run_dir=Path(config.output), data=data,
+              num_classes=data.num_classes, loader=loader, sampler=sampler, steps_per_epoch=steps,
+              augmenter=augmenter, model=model, criterion=criterion, optimizer=optimizer, scheduler=scheduler,
+              scaler=scaler, use_graph=use_graph, selection=selection,
+              ckpt_extra=dict(train_config=config.to_dict(), preprocessing=preprocessing.to_dict(),
+                              classes=list(data.class_names)))
+    if resume:
+        _restore(run, run.run_dir / "last.pt" if resume is True else Path(resume))
+    if info.is_main:
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        save_yaml(config, run.run_dir / "config.yaml")
+        print(f"training {config.model} on {len(loader.dataset)} slices of {len(train_cases)} cases, "
+              f"{run.num_classes} classes, {steps} steps x {config.epochs} epochs, {device}, {precision}, "
+              f"{info.world_size} process(es)")
+    return run
 
+
+def _open_data(config: TrainConfig, info: DistInfo):
+    """The dataset, the training cases, and how the checkpoint is selected."""
+    from ..data import check_training_data, open_dataset, split_cases
+
+    data = open_dataset(config.data, config.dataset)
+    check_training_data(data, test_split=config.select_on_test, progress=info.is_main)  # before the run folder
+    cases = data.cases("train")
+    train_cases, val_cases = split_cases(cases, config.val_cases, seed=config.seed) if config.val_cases else (cases, [])
+    if config.select_on_test and val_cases:
+        raise ConfigError("choose one way of selecting the checkpoint: --val-cases or --select-on-test")
     if config.select_on_test:
-        selection_split, selection_cases = "test", None
-        selection_note = "selected on the TEST set (the paper's protocol): test metrics of this checkpoint are optimistic"
+        selection = Selection("test", None, "selected on the TEST set (the paper's protocol): test metrics of "
+                              "this checkpoint are optimistic", key="test_dice_for_selection")
     elif val_cases:
-        selection_split, selection_cases = "train", val_cases
-        selection_note = f"selected on validation cases held out of training: {', '.join(val_cases)}"
+        selection = Selection("train", val_cases, f"selected on validation cases held out of training: "
+                              f"{', '.join(val_cases)}")
+    elif "val" in data.splits:  # the dataset's own validation split (SSL4MIS val.list, image-folder val/)
+        selection = Selection("val", None, "selected on the dataset's validation split")
     else:
-        selection_split = None
-        selection_note = "final epoch (no selection)"
+        selection = Selection(None, None, "final epoch (no selection)")
+    return data, train_cases, selection
 
-    frozen = None
-    runner = None
+
+def _loader(data, train_cases, config: TrainConfig, info: DistInfo, device: torch.device, use_graph: bool):
+    dataset = data.slices("train", cases=train_cases, size=config.image_size)
+    sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=config.seed)
+    # a captured training step needs one batch shape: then the last partial batch of an epoch is dropped
+    drop_last = use_graph and len(dataset) >= config.batch_size
+    workers = config.num_workers
+    loader = DataLoader(
+        dataset, batch_size=config.batch_size // info.world_size, sampler=sampler,
+        num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None, drop_last=drop_last,
+    )
+    return loader, sampler
+
+
+def _restore(run: Run, path: Path) -> None:
+    """Model, optimiser, schedule, random state and history from a training checkpoint."""
+    from .checkpointing import set_rng_state
+
+    state = load_training_checkpoint(path, run.model.config)
+    run.model.load_state_dict(state["state_dict"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    for group in run.optimizer.param_groups:  # a plain number or a device tensor, as this run needs
+        value = float(group["lr"])
+        group["lr"] = torch.tensor(value, device=run.device) if run.use_graph else value
+    run.scheduler.load_state_dict(state["scheduler"])
+    if run.scaler is not None and state.get("scaler"):
+        run.scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"])
+    run.start_epoch, run.history_rows, run.best = state["epoch"], list(state.get("history") or []), state.get("best")
+    if run.info.is_main:
+        print(f"resuming {path} after epoch {run.start_epoch}")
+
+
+# ---------------------------------------------------------------------------------------- the loop
+
+def train_run(run: Run) -> Path:
+    """The epochs of a set-up run: train, select, checkpoint; returns the run folder."""
+    config = run.config
+    history = _History(run.run_dir, run.info.is_main, run.history_rows)
     writer = CheckpointWriter()
+    runner, frozen = None, None
     try:
-        steps_per_epoch = len(loader) if config.steps_per_epoch is None else min(len(loader), config.steps_per_epoch)
-        if info.is_main:
-            print(f"training {config.model} on {len(dataset)} slices of {len(train_cases)} cases, "
-                  f"{num_classes} classes, {steps_per_epoch} steps x {config.epochs} epochs, {device}, {precision}, "
-                  f"{info.world_size} process(es)")
-
-        for epoch in range(start_epoch, config.epochs):
-            # the encoder is frozen for the first epochs; DDP is rebuilt when the trainable set changes
-            want_frozen = epoch < config.freeze_encoder_epochs
-            if want_frozen != frozen:
-                model.encoder.requires_grad_(not want_frozen)
-                frozen = want_frozen
-                wrapped = model
-                if info.enabled:
-                    wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-                if config.compile and device.type == "cuda":
-                    wrapped = torch.compile(wrapped, options=config.inductor or None)
-                runner = StepRunner(wrapped, criterion, optimizer, scaler, device, precision, use_graph)
-            sampler.set_epoch(epoch)
-            model.train()
+        for epoch in range(run.start_epoch, config.epochs):
             t0 = time.perf_counter()
-            loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-            steps = 0
-            progress = _progress(loader, steps_per_epoch, f"epoch {epoch + 1}/{config.epochs}", info.is_main)
-            for step, batch in enumerate(progress):
-                if step >= steps_per_epoch:
-                    break
-                images = batch["image"].to(device, non_blocking=True)
-                labels = batch["label"].to(device, non_blocking=True)
-                if augmenter is not None:
-                    generator = torch.Generator(device=device).manual_seed(
-                        hash((config.seed, epoch, step, info.rank)) % 2**63)
-                    images, labels = augmenter(images, labels, generator=generator)
-                images = normalize(images)
-                try:
-                    loss = runner(images, labels)
-                except RuntimeError as err:  # torch.OutOfMemoryError is one
-                    if not is_out_of_memory(err):
-                        raise
-                    raise out_of_memory_error(device, config.batch_size, info.world_size,
-                                              tuple(images.shape[-2:])) from None
-                if not torch.isfinite(loss):
-                    raise TrainingError(
-                        f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; training stopped. "
-                        f"The last good checkpoint is {run_dir / 'last.pt'} (after epoch {epoch}). "
-                        "Try a lower --lr, or --precision fp32."
-                    )
-                loss_sum += loss.detach()
-                steps += 1
-                if info.is_main and hasattr(progress, "set_postfix"):
-                    progress.set_postfix(loss=f"{loss.item():.4f}")
-            mean_loss = all_reduce_mean(loss_sum / max(steps, 1), info).item()
-            lr = float(optimizer.param_groups[0]["lr"])
-            scheduler.step()
-            row: dict[str, Any] = {"epoch": epoch + 1, "loss": mean_loss, "lr": lr,
-                                   "seconds": time.perf_counter() - t0, "encoder_frozen": int(frozen)}
-
-            last_epoch = epoch + 1 == config.epochs
-            if selection_split and ((epoch + 1) % config.val_every == 0 or last_epoch):
-                volumes = list(data.volumes(selection_split, cases=selection_cases))
-                dice = _mean_dice(model, volumes, num_classes, config, info, device)
-                row["val_dice" if selection_split == "train" else "test_dice_for_selection"] = dice
-                if best is None or dice > best["dice"]:
-                    best = {"dice": dice, "epoch": epoch + 1}
-                    if info.is_main:
-                        writer.save(run_dir / "best.pt", training_state(
-                            model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, epoch=epoch + 1,
-                            history=history.rows + [row], best=best,
-                            selection=f"best mean Dice {dice:.4f} at epoch {epoch + 1}; {selection_note}", **ckpt_extra))
+            want_frozen = epoch < config.freeze_encoder_epochs
+            if want_frozen != frozen:  # the encoder is frozen for the first epochs
+                runner, frozen = step_runner(run, frozen=want_frozen), want_frozen
+            row = train_epoch(run, runner, epoch)
+            row["encoder_frozen"] = int(frozen)
+            t = time.perf_counter()
+            validate(run, epoch, row, history, writer)
+            row["val_s"] = time.perf_counter() - t
+            t = time.perf_counter()
+            save_epoch(run, epoch, row, history, writer)
+            row["checkpoint_s"] = time.perf_counter() - t
+            row["seconds"] = time.perf_counter() - t0
             history.add(row)
-            if info.is_main:
-                state = training_state(model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                                       epoch=epoch + 1, history=history.rows, best=best, selection=f"epoch {epoch + 1}",
-                                       **ckpt_extra)
-                writer.save(run_dir / "last.pt", state)
-                if last_epoch:
-                    writer.save(run_dir / "final.pt", dict(state, selection=f"final epoch {epoch + 1}"))
-                print(" | ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
-            barrier(info)
+            if run.info.is_main:
+                print(format_row(row))
+            barrier(run.info)
     finally:
         writer.close()  # the last checkpoint is complete on disk before returning or raising
         history.close()
-    return run_dir
+    return run.run_dir
+
+
+def step_runner(run: Run, *, frozen: bool) -> StepRunner:
+    """A training step for the current trainable set (DDP and the compiled model rebuilt when it changes);
+    prints the step path it takes."""
+    run.model.freeze_encoder(frozen)
+    wrapped: torch.nn.Module = wrap_ddp(run.model, run.device) if run.info.enabled else run.model
+    if run.config.compile and run.device.type == "cuda":  # compiles the DDP module: graphs split at its buckets
+        wrapped = torch.compile(wrapped, options=run.config.inductor or None)
+    runner = StepRunner(wrapped, run.criterion, run.optimizer, run.scaler, run.device, run.config.precision,
+                        run.use_graph)
+    if run.info.is_main:
+        print(runner.describe() + (" (encoder frozen)" if frozen else ""))
+    return runner
+
+
+def train_epoch(run: Run, runner: StepRunner, epoch: int) -> dict[str, Any]:
+    """One pass over the training slices; the row of numbers it adds to the history."""
+    from ..data import normalize
+
+    config, info, device = run.config, run.info, run.device
+    batches = run.batches(epoch)
+    run.model.train()
+
+    def prepare(batch: dict, step: int):
+        images = batch["image"].to(device, non_blocking=True)
+        labels = batch["label"].to(device, non_blocking=True)
+        if run.augmenter is not None:
+            generator = torch.Generator(device=device).manual_seed(hash((config.seed, epoch, step, info.rank)) % 2**63)
+            images, labels = run.augmenter(images, labels, generator=generator)
+        return normalize(images), labels
+
+    def step(images, labels):
+        try:
+            return runner(images, labels)
+        except RuntimeError as err:  # torch.OutOfMemoryError is one
+            if not is_out_of_memory(err):
+                raise
+            raise out_of_memory_error(device, config.batch_size, info.world_size, tuple(images.shape[-2:])) from None
+
+    bar = _progress(batches, run.steps_per_epoch, f"epoch {epoch + 1}/{config.epochs}", info.is_main)
+    show = (lambda loss: bar.set_postfix(loss=f"{loss:.4f}", refresh=False)) if hasattr(bar, "set_postfix") else None
+    t = time.perf_counter()
+    try:
+        result = run_epoch(bar, run.steps_per_epoch, prepare=prepare, step=step, device=device, epoch=epoch,
+                           last_good=f"{run.run_dir / 'last.pt'} (after epoch {epoch})", progress=show,
+                           after_last_batch=lambda: run.start_loading(epoch + 1),
+                           agree=(lambda flag: all_reduce_max_(flag, info)) if info.enabled else None)
+    finally:
+        if hasattr(bar, "close"):
+            bar.close()
+    seconds = time.perf_counter() - t
+    loss = torch.tensor(result.loss, dtype=torch.float64, device=device)
+    row: dict[str, Any] = {"epoch": epoch + 1, "loss": all_reduce_mean(loss, info).item(),
+                           "lr": float(run.optimizer.param_groups[0]["lr"])}
+    run.scheduler.step()
+    images = result.steps * config.batch_size
+    row.update(images=images, train_s=seconds, images_per_s=images / seconds if seconds > 0 else float("nan"),
+               **{f"{phase}_s": value for phase, value in result.phases.items()})
+    return row
+
+
+def validate(run: Run, epoch: int, row: dict, history: "_History", writer: CheckpointWriter) -> None:
+    """Every ``val_every`` epochs (and at the end): mean Dice on the selection volumes; keep the best."""
+    selection, config = run.selection, run.config
+    last_epoch = epoch + 1 == config.epochs
+    if selection.split is None or not ((epoch + 1) % config.val_every == 0 or last_epoch):
+        return
+    volumes = list(run.data.volumes(selection.split, cases=selection.cases))
+    dice = _mean_dice(run.model, volumes, run.num_classes, config, run.info, run.device)
+    row[selection.key] = dice
+    if run.best is None or dice > run.best["dice"]:
+        run.best = {"dice": dice, "epoch": epoch + 1}
+        if run.info.is_main:
+            writer.save(run.run_dir / "best.pt", _state(
+                run, epoch, history.rows + [row],
+                selection=f"best mean Dice {dice:.4f} at epoch {epoch + 1}; {selection.note}"))
+
+
+def save_epoch(run: Run, epoch: int, row: dict, history: "_History", writer: CheckpointWriter) -> None:
+    """``last.pt`` after every epoch, ``final.pt`` after the last (main process only)."""
+    if not run.info.is_main:
+        return
+    state = _state(run, epoch, history.rows + [row], selection=f"epoch {epoch + 1}")
+    final = epoch + 1 == run.config.epochs
+    writer.save(run.run_dir / "last.pt", state,
+                copies={run.run_dir / "final.pt": {"selection": f"final epoch {epoch + 1}"}} if final else None)
+
+
+def _state(run: Run, epoch: int, history: list[dict], **extra: Any) -> dict[str, Any]:
+    return training_state(model=run.model, optimizer=run.optimizer, scheduler=run.scheduler, scaler=run.scaler,
+                          epoch=epoch + 1, history=history, best=run.best, **run.ckpt_extra, **extra)
+
+
+def format_row(row: dict[str, Any]) -> str:
+    """One epoch's line of output: loss, learning rate, images/s and where the time went."""
+    parts = [f"epoch {row['epoch']}", f"loss {row['loss']:.4g}", f"lr {row['lr']:.3g}"]
+    for key in ("val_dice", "test_dice_for_selection"):
+        if key in row:
+            parts.append(f"{key} {row[key]:.4f}")
+    parts.append(f"{row['seconds']:.2f} s ({row['images_per_s']:.0f} img/s; data wait {row['data_s']:.2f}, "
+                 f"augment {row['augment_s']:.2f}, step {row['step_s']:.2f}, validation {row['val_s']:.2f}, "
+                 f"checkpoint {row['checkpoint_s']:.2f})")
+    return " | ".join(parts)
 
 
 def _progress(loader, total: int, desc: str, enabled: bool):

@@ -20,6 +20,7 @@ from .figures import (
     save_overlay,
 )
 from .labels import ACDC, SYNAPSE, LabelSet, colors_for, default_colors
+from .pooled import POOLED_METRICS, PooledConfusion, confusion_matrix, format_pooled, scores, write_pooled_report
 from .protocols import (
     METRICS,
     PROTOCOLS,
@@ -44,7 +45,9 @@ from .report import (
 __all__ = [
     "ACDC",
     "METRICS",
+    "POOLED_METRICS",
     "PROTOCOLS",
+    "PooledConfusion",
     "SYNAPSE",
     "Aggregator",
     "ClassResult",
@@ -58,9 +61,11 @@ __all__ = [
     "class_metrics",
     "colorize_labels",
     "colors_for",
+    "confusion_matrix",
     "default_colors",
     "dice",
     "evaluate_case",
+    "format_pooled",
     "format_summary",
     "hd95",
     "jaccard",
@@ -70,9 +75,11 @@ __all__ = [
     "save_case_overlays",
     "save_dice_boxplot",
     "save_overlay",
+    "scores",
     "summary_to_dict",
     "surface_distances",
     "write_case_csv",
+    "write_pooled_report",
     "write_report",
     "write_summary_json",
     "write_summary_markdown",

@@ -145,14 +145,20 @@ class ModelConfig:
         return dataclasses.replace(self, **changes)
 
 
-def _from_dict(cls, data: dict[str, Any], owner: str):
+def _from_dict(cls, data: dict[str, Any], owner: str, base: dict[str, Any] | None = None):
+    """``cls`` from the keys of ``data`` (over those of ``base``); unknown keys and wrong types named."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{owner} config must be a mapping, got {type(data).__name__}")
+        raise ConfigError(f"{owner} config must be a mapping of key: value, got {data!r}")
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(f"unknown {owner} config keys {unknown}; known keys: {sorted(names)}")
-    return cls(**data)
+    try:
+        return cls(**{**(base or {}), **data})
+    except (TypeError, ValueError) as err:  # e.g. a text where a number belongs
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"{owner} config {data}: {err}") from None
 
 
 def _plain(value: Any) -> Any:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..ops.selective_scan import BACKENDS
 from .blocks import SS2D
-from .config import ALIASES, PRESETS, DecoderConfig, EncoderConfig, ModelConfig
+from .config import ALIASES, PRESETS, DecoderConfig, EncoderConfig, ModelConfig, _from_dict
 from .decoder import Decoder
 from .encoder import VSSEncoder
 
@@ -22,7 +23,13 @@ class MSVMUNet(nn.Module):
     A 1-channel input is repeated to 3 channels when the stem takes 3 (as the official model does
     for its ImageNet stem). Sides that are not multiples of ``config.size_multiple`` (32 for four
     stages) are zero-padded at the bottom/right and the logits cropped back.
+
+    ``freeze_encoder(True)`` runs the encoder without recording gradients and stops its parameters
+    from requiring them (the recipe's first epochs). The flag is a module attribute, so that a
+    ``torch.compile``d model recompiles when it changes (its guards do not see ``requires_grad``).
     """
+
+    encoder_frozen: bool = False
 
     def __init__(self, config: ModelConfig | None = None) -> None:
         super().__init__()
@@ -44,8 +51,16 @@ class MSVMUNet(nn.Module):
         pad_h, pad_w = -height % m, -width % m
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
-        logits = self.decoder(self.encoder(x))  # (B, H, W, classes)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.encoder_frozen):
+            features = self.encoder(x)
+        logits = self.decoder(features)  # (B, H, W, classes)
         return logits[:, :height, :width].permute(0, 3, 1, 2).contiguous()
+
+    def freeze_encoder(self, frozen: bool = True) -> "MSVMUNet":
+        """Freeze (or unfreeze) the encoder for training: no gradients recorded through it or for it."""
+        self.encoder_frozen = bool(frozen)
+        self.encoder.requires_grad_(not frozen)
+        return self
 
     @property
     def num_classes(self) -> int:
@@ -60,11 +75,8 @@ class MSVMUNet(nn.Module):
                 module.scan_backend = backend
         return self
 
-    def freeze_encoder(self) -> None:
-        self.encoder.requires_grad_(False)
-
-    def unfreeze_encoder(self) -> None:
-        self.encoder.requires_grad_(True)
+    def unfreeze_encoder(self) -> "MSVMUNet":
+        return self.freeze_encoder(False)
 
 
 def list_models() -> list[str]:
@@ -80,15 +92,14 @@ def model_config(name: str, **overrides: Any) -> ModelConfig:
         raise ConfigError(f"unknown model {name!r}; available: {', '.join(list_models())}")
     config = PRESETS[key]
     encoder = dict(config.encoder.__dict__)
-    decoder = dict(config.decoder.__dict__)
     if "in_channels" in overrides:
         encoder["in_channels"] = overrides.pop("in_channels")
-    encoder.update(overrides.pop("encoder", {}) or {})
-    decoder.update(overrides.pop("decoder", {}) or {})
+    encoder = _from_dict(EncoderConfig, overrides.pop("encoder", None) or {}, "encoder", base=encoder)
+    decoder = _from_dict(DecoderConfig, overrides.pop("decoder", None) or {}, "decoder", base=config.decoder.__dict__)
     num_classes = overrides.pop("num_classes", config.num_classes)
     if overrides:
         raise ConfigError(f"unknown model options {sorted(overrides)}; use num_classes, in_channels, encoder={{...}}, decoder={{...}}")
-    return ModelConfig(EncoderConfig(**encoder), DecoderConfig(**decoder), num_classes)
+    return ModelConfig(encoder, decoder, num_classes)
 
 
 def create_model(

@@ -6,7 +6,7 @@ import pytest
 
 from msvmunet.cli import main
 
-triton_scan = pytest.importorskip("msvmunet.ops.selective_scan.triton_scan")
+triton_scan = pytest.importorskip("msvmunet.ops.selective_scan.triton_scan", reason="Triton is not installed (pip install 'msvm-unet[triton]')")
 
 
 @pytest.mark.parametrize("item, message", [("bogus=1", "FIELD one of"), ("chunks=abc", "chunks takes a whole number"),

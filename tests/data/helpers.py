@@ -27,3 +27,31 @@ def btcv_case(index: int, shape=(12, 10, 5)) -> tuple[np.ndarray, np.ndarray]:
     label[6, 2, 1] = 12     # an organ Synapse drops -> 0
     label[7, 3, 4] = 6      # liver -> 5
     return hu, label
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` by relative path, with its bytes."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def fill_disk_after(monkeypatch, files: int) -> list[Path]:
+    """A file-system stub: the data writers' atomic writes succeed ``files`` times, then fail with
+    ENOSPC as on a full disk (the temporary file removed, the target untouched). Returns the
+    list of the files written."""
+    import errno
+    from contextlib import contextmanager
+
+    from msvmunet.data import io
+
+    real, written = io.atomic_path, []
+
+    @contextmanager
+    def filling_up(path):
+        with real(path) as tmp:
+            yield tmp
+            if len(written) == files:
+                raise OSError(errno.ENOSPC, "No space left on device", str(tmp))
+            written.append(Path(path))
+
+    monkeypatch.setattr(io, "atomic_path", filling_up)
+    return written

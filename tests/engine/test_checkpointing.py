@@ -31,3 +31,15 @@ def test_write_errors_are_raised_at_the_next_wait(tmp_path):
     with pytest.raises(OSError):
         writer.wait()
     writer.wait()  # reported once
+
+
+def test_copies_are_written_from_the_same_snapshot(tmp_path):
+    writer = CheckpointWriter()
+    weight = torch.randn(5)
+    state = {"w": weight, "epoch": 3, "selection": "epoch 3"}
+    writer.save(tmp_path / "last.pt", state, copies={tmp_path / "final.pt": {"selection": "final epoch 3"}})
+    weight.add_(1.0)  # after save: in neither file
+    writer.close()
+    last, final = (torch.load(tmp_path / n, weights_only=True) for n in ("last.pt", "final.pt"))
+    assert torch.equal(last["w"], weight - 1.0) and torch.equal(final["w"], last["w"])
+    assert (last["selection"], final["selection"]) == ("epoch 3", "final epoch 3") and final["epoch"] == 3

@@ -51,3 +51,17 @@ def test_official_output_on_gpu(reference):
     with torch.no_grad():
         out = model(ref["input"].cuda())
     assert rel_err(out.cpu(), ref["output"]) < 1e-4
+
+
+def test_compiled_model_trains_the_encoder_after_unfreezing():
+    """torch.compile's guards do not see requires_grad: the freeze flag must force the training graph."""
+    model = create_model("nano", num_classes=3).cuda()
+    compiled = torch.compile(model)
+    x = torch.randn(2, 1, 64, 64, device="cuda")
+    model.freeze_encoder(True)
+    compiled(x).sum().backward()
+    assert all(p.grad is None for p in model.encoder.parameters())
+    model.freeze_encoder(False)
+    model.zero_grad(set_to_none=True)
+    compiled(x).sum().backward()
+    assert all(p.grad is not None for p in model.encoder.parameters())

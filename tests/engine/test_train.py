@@ -88,8 +88,8 @@ def _train_epochs(config, epochs):
         pass
 
     class StoppingWriter(module.CheckpointWriter):
-        def save(self, path, obj):
-            super().save(path, obj)
+        def save(self, path, obj, **kwargs):
+            super().save(path, obj, **kwargs)
             if path.name == "last.pt" and obj["epoch"] == epochs:
                 self.wait()
                 raise Stop

@@ -176,3 +176,19 @@ def test_any_d_state_and_depths_work():
     out = model(torch.randn(1, 1, 32, 32))
     out.sum().backward()
     assert out.shape == (1, 2, 32, 32)
+
+
+def test_freeze_encoder_records_no_gradient_through_the_encoder():
+    model = create_model("nano", num_classes=3)
+    x = torch.randn(2, 1, 64, 64)
+    before = dict(vars(model))
+    model.freeze_encoder(True)
+    assert vars(model) != before  # a module attribute: what torch.compile's guards look at
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+    model(x).sum().backward()
+    assert all(p.grad is None for p in model.encoder.parameters())
+    assert all(p.grad is not None for p in model.decoder.parameters() if p.requires_grad)
+    model.unfreeze_encoder()
+    model.zero_grad(set_to_none=True)
+    model(x).sum().backward()
+    assert all(p.grad is not None for p in model.encoder.parameters())

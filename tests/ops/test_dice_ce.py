@@ -11,7 +11,7 @@ import torch
 
 from msvmunet.engine.losses import DiceCELoss
 
-dice_ce = pytest.importorskip("msvmunet.ops.dice_ce")
+dice_ce = pytest.importorskip("msvmunet.ops.dice_ce", reason="Triton is not installed (pip install 'msvm-unet[triton]')")
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-triton = pytest.importorskip("triton")
+triton = pytest.importorskip("triton", reason="Triton is not installed (pip install 'msvm-unet[triton]')")
 
 SCRIPT = """
 import json, sys

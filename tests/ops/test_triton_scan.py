@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-triton = pytest.importorskip("triton")
+triton = pytest.importorskip("triton", reason="Triton is not installed (pip install 'msvm-unet[triton]')")
 tl = pytest.importorskip("triton.language")
 
 from msvmunet.ops.selective_scan import resolve_backend, selective_scan, ss2d_scan  # noqa: E402
