@@ -7,7 +7,7 @@
 
 __version__ = "0.1.0"
 
-from .errors import CheckpointError, ConfigError, DataError, MsvmUnetError
+from .errors import CheckpointError, ConfigError, DataError, ExportError, MsvmUnetError
 from .models import (
     DecoderConfig,
     EncoderConfig,
@@ -27,6 +27,7 @@ from .models.checkpoints import (
     save_model,
     to_official_state_dict,
 )
+from .models.export import export_onnx
 
 __all__ = [
     "CheckpointError",
@@ -34,12 +35,14 @@ __all__ = [
     "DataError",
     "DecoderConfig",
     "EncoderConfig",
+    "ExportError",
     "MSVMUNet",
     "ModelConfig",
     "MsvmUnetError",
     "__version__",
     "count_parameters",
     "create_model",
+    "export_onnx",
     "from_official_checkpoint",
     "list_models",
     "load_model",

@@ -9,7 +9,7 @@ import torch
 from tqdm import tqdm
 
 from ..errors import ConfigError
-from ..models.checkpoints import load_file, model_from_checkpoint
+from ..models.checkpoints import load_file, model_from_checkpoint, network_size
 from .inference import pick_device, predict_volume
 
 PAPER_NAMES = {
@@ -35,13 +35,6 @@ def load_for_inference(checkpoint: str | Path, device: str | torch.device = "cpu
     model = model_from_checkpoint(obj, str(checkpoint)).eval().to(device)
     model.set_scan_backend(backend)
     return model, obj
-
-
-def network_size(ckpt: dict) -> int:
-    """The side the network was trained at (slices are resized to it): from the training configuration,
-    else the stored preprocessing, else the paper's 224."""
-    return int((ckpt.get("train_config") or {}).get("image_size") or (ckpt.get("preprocessing") or {}).get("size")
-               or 224)
 
 
 def evaluate(
@@ -103,7 +96,8 @@ def evaluate(
         pooled.add(volume.case, pred, volume.label)
         if i < overlays:
             grey = volume.image if volume.image.ndim == 3 else volume.image.mean(axis=1)  # (D, C, H, W): channel mean
-            metrics.save_case_overlays(output / "overlays", volume.case, grey, volume.label, pred, labels.colors)
+            metrics.save_case_overlays(output / "overlays", volume.case, grey, volume.label, pred, labels.colors,
+                                      names=labels.names)
         if not quiet:
             dice = aggregators[protocols[0]].cases[volume.case]
             progress.write(f"{volume.case}: mean Dice {sum(r.dice for r in dice) / len(dice):.4f} ({protocols[0]})")
@@ -114,7 +108,8 @@ def evaluate(
         if protocol == "strict" and missing_spacing:
             text += (f"{'; ' if text else ''}no voxel spacing stored for {len(set(missing_spacing))} case(s): "
                      "their distances are in voxels, not mm")
-        metrics.write_report(output / protocol, agg, selection=text, boxplot=boxplot and _has_matplotlib())
+        metrics.write_report(output / protocol, agg, selection=text, boxplot=boxplot and _has_matplotlib(),
+                             colors=labels.colors)
         summaries[protocol] = agg.summary()
         if not quiet:
             print(metrics.format_summary(summaries[protocol], text))
