@@ -9,7 +9,7 @@
 
 __version__ = "0.1.0"
 
-from .errors import CheckpointError, ConfigError, DataError, MsvmUnetError
+from .errors import CheckpointError, ConfigError, DataError, ExportError, MsvmUnetError
 from .models import (
     DecoderConfig,
     EncoderConfig,
@@ -29,6 +29,7 @@ from .models.checkpoints import (
     save_model,
     to_official_state_dict,
 )
+from .models.export import export_onnx
 
 __all__ = [
     "CheckpointError",
@@ -36,6 +37,7 @@ __all__ = [
     "DataError",
     "DecoderConfig",
     "EncoderConfig",
+    "ExportError",
     "MSVMUNet",
     "ModelConfig",
     "MsvmUnetError",
@@ -43,6 +45,7 @@ __all__ = [
     "__version__",
     "count_parameters",
     "create_model",
+    "export_onnx",
     "from_official_checkpoint",
     "list_models",
     "load_model",

@@ -23,3 +23,7 @@ class DataError(MsvmUnetError):
 
 class DiskFullError(MsvmUnetError, OSError):
     """A write failed for want of disk space; the message names the folder and the space needed."""
+
+
+class ExportError(MsvmUnetError):
+    """A model that cannot be exported (an operator the exporter cannot write) or that exported wrongly."""

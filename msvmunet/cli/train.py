@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None, help="YAML file of options (keys as below, with underscores)")
     parser.add_argument("--resume", nargs="?", const=True, default=None,
                         help="continue a run: from <output>/last.pt, or from the checkpoint given")
+    parser.add_argument("--force", action="store_true",
+                        help="replace the run in --output (its checkpoints and history are removed once the new "
+                             "run is set up); without it, a folder holding a run is refused")
     # values go to TrainConfig as given (text), which checks them, as it checks the YAML file's
     for f in dataclasses.fields(TrainConfig):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
@@ -61,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.inductor is not None:  # FIELD=VALUE items replace the default settings; none: inductor's own
         args.inductor = parse_inductor_items(args.inductor)
-    run_dir = train(_config(args), resume=args.resume)
+    run_dir = train(_config(args), resume=args.resume, force=args.force)
     print(f"run folder: {run_dir}")
     return 0
 
@@ -77,5 +80,7 @@ def interrupted(args: argparse.Namespace) -> str:
     except Exception:  # the hint must not fail; the command is still the right one
         output = None
     if not resuming and output is not None and not (output / "last.pt").is_file():
+        if (output / "config.yaml").is_file() and "--force" not in words:
+            words.append("--force")  # the folder holds the run just started: replacing it takes --force
         return f"no checkpoint was written yet; start again with: {shlex.join(words)}"
     return f"resume with: {shlex.join(words if resuming else words + ['--resume'])}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -15,6 +15,7 @@ from ..errors import CheckpointError
 from ..models.checkpoints import checkpoint_dict, load_file
 from ..models.config import ModelConfig
 from .distributed import unwrap
+from .run_folder import disk_full_error, tensor_bytes
 
 
 def rng_state() -> dict[str, Any]:
@@ -59,8 +60,10 @@ class CheckpointWriter:
     ``save`` snapshots everything to CPU memory at once (so later training steps cannot change what
     is written), then writes atomically in the background; ``copies`` maps further paths to changed
     plain values, written from the same snapshot (``final.pt`` beside ``last.pt``: one copy from the
-    GPU, and no wait for the first file before the second). The next ``save`` or ``close`` waits for
-    the previous write. A killed process leaves the previous complete file in place.
+    GPU, and no wait for the first file before the second). A failed write is raised by the next
+    ``save``, ``check`` or ``close``: iterate the training batches through ``watch`` to have it
+    raised at the next batch. A full disk is a :class:`~msvmunet.engine.run_folder.DiskFullError`.
+    A killed process leaves the previous complete file in place.
     """
 
     def __init__(self) -> None:
@@ -76,8 +79,11 @@ class CheckpointWriter:
             try:
                 for target, state in targets:
                     atomic_save(state, target)
-            except BaseException as err:  # reported by the next wait()
-                self._error = err
+            except BaseException as err:  # reported by the next wait() or check()
+                full = disk_full_error(err, target.parent, tensor_bytes(state), target.name)
+                if full is not None:
+                    full.__cause__ = err
+                self._error = full or err
 
         self._thread = threading.Thread(target=write, name="checkpoint-writer", daemon=False)
         self._thread.start()
@@ -86,11 +92,38 @@ class CheckpointWriter:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+        self.check()
+
+    def check(self) -> None:
+        """Raise the error of a finished write, if any (never waits)."""
         if self._error is not None:
             err, self._error = self._error, None
             raise err
 
+    def watch(self, batches: Iterable) -> "_Watched":
+        """``batches``, checking before each item that no write has failed."""
+        return _Watched(batches, self.check)
+
     close = wait
+
+
+class _Watched:
+    def __init__(self, batches: Iterable, check: Callable[[], None]) -> None:
+        self.batches, self._check = batches, check
+
+    def __iter__(self) -> Iterator:
+        return self._checked(iter(self.batches))  # the loader's iterator made now: its workers start now
+
+    def _checked(self, batches: Iterator) -> Iterator:
+        for batch in batches:
+            self._check()
+            yield batch
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getattr__(self, name: str) -> Any:  # the loader's attributes (dataset, sampler, ...)
+        return getattr(self.__dict__["batches"], name)
 
 
 def training_state(*, model, optimizer, scheduler, scaler, epoch: int, train_config: dict,

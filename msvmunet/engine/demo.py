@@ -25,7 +25,7 @@ def run_demo(output: str | Path = "runs/demo", *, device: str = "auto", epochs: 
     if not (data_dir / "test_vol.txt").exists() and not any(data_dir.glob("**/*.h5")):
         make_phantom(data_dir, **DEMO_PHANTOM)
     config = resolve_config("demo", data=str(data_dir), output=str(output / "train"), device=device, epochs=epochs)
-    run_dir = train(config)
+    run_dir = train(config, force=True)  # the demo's own folder: a new demo replaces the last one
     summaries = evaluate(run_dir / "final.pt", data_dir, output=output / "evaluation", device=device,
                          batch_size=config.eval_batch_size, quiet=quiet)
     if not quiet:

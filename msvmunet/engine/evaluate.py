@@ -95,7 +95,8 @@ def evaluate(
         pooled.add(volume.case, pred, volume.label)
         if i < overlays:
             grey = volume.image if volume.image.ndim == 3 else volume.image.mean(axis=1)  # (D, C, H, W): channel mean
-            metrics.save_case_overlays(output / "overlays", volume.case, grey, volume.label, pred, labels.colors)
+            metrics.save_case_overlays(output / "overlays", volume.case, grey, volume.label, pred, labels.colors,
+                                      names=labels.names)
         if not quiet:
             dice = aggregators[protocols[0]].cases[volume.case]
             progress.write(f"{volume.case}: mean Dice {sum(r.dice for r in dice) / len(dice):.4f} ({protocols[0]})")
@@ -107,7 +108,8 @@ def evaluate(
         if agg.protocol == "strict" and missing_spacing:
             text += (f"{'; ' if text else ''}no voxel spacing stored for {len(set(missing_spacing))} case(s): "
                      "their distances are in voxels, not mm")
-        metrics.write_report(output / protocol, agg, selection=text, boxplot=boxplot and _has_matplotlib())
+        metrics.write_report(output / protocol, agg, selection=text, boxplot=boxplot and _has_matplotlib(),
+                             colors=labels.colors)
         summaries[protocol] = agg.summary()
         if not quiet:
             print(metrics.format_summary(summaries[protocol], text))

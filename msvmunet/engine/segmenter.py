@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError, ConfigError, DataError
+from ..models.checkpoints import load_file, model_from_checkpoint, network_size
 from .inference import pick_device, predict_volume
 
 PathLike = str | os.PathLike
@@ -47,19 +48,10 @@ def input_kind(path: Path) -> str | None:
 
 def load_for_inference(checkpoint: PathLike, device: str | torch.device = "cpu", backend: str = "auto"):
     """(model in eval mode on ``device``, the checkpoint dict) from an msvmunet checkpoint."""
-    from ..models.checkpoints import load_file, model_from_checkpoint
-
     obj = load_file(checkpoint)
     model = model_from_checkpoint(obj, str(checkpoint)).eval().to(device)
     model.set_scan_backend(backend)
     return model, obj
-
-
-def network_size(ckpt: dict) -> int | None:
-    """The side the network was trained at (slices are resized to it): from the training configuration,
-    else the stored preprocessing; None when the checkpoint stores neither (converted official ones)."""
-    size = (ckpt.get("train_config") or {}).get("image_size") or (ckpt.get("preprocessing") or {}).get("size")
-    return int(size) if size else None
 
 
 def checkpoint_paths(checkpoints: PathLike | Sequence[PathLike]) -> list[Path]:
@@ -86,7 +78,7 @@ def checkpoint_paths(checkpoints: PathLike | Sequence[PathLike]) -> list[Path]:
 def _stored_settings(ckpt: dict, model: torch.nn.Module) -> dict[str, Any]:
     """What the members of an ensemble must share."""
     return {"classes": model.num_classes, "class names": (ckpt.get("preprocessing") or {}).get("class_names"),
-            "network size": network_size(ckpt), "preprocessing": ckpt.get("preprocessing")}
+            "network size": network_size(ckpt, default=None), "preprocessing": ckpt.get("preprocessing")}
 
 
 def _check_agreement(paths: Sequence[Path], settings: Sequence[dict[str, Any]]) -> None:

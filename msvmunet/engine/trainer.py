@@ -20,11 +20,12 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ..errors import ConfigError
 from ..models import MSVMUNet, create_model
 from .checkpointing import CheckpointWriter, load_training_checkpoint, training_state
-from .config import TrainConfig, save_yaml
+from .config import TrainConfig
 from .distributed import DistInfo, all_reduce_max_, all_reduce_mean, barrier, cleanup, init_distributed, wrap_ddp
 from .inference import pick_device, predict_volume, resolve_precision
 from .epoch import TrainingError, run_epoch
 from .losses import DiceCELoss
+from .run_folder import open_run_folder
 from .step import StepRunner, graph_capable
 
 
@@ -183,18 +184,21 @@ class Run:
             self.next_batches = iter(self.loader)
 
 
-def train(config: TrainConfig, *, resume: str | Path | bool | None = None) -> Path:
+def train(config: TrainConfig, *, resume: str | Path | bool | None = None, force: bool = False) -> Path:
     """Train with ``config``; returns the run folder (``config.output``).
 
-    ``resume``: a checkpoint path, or True for ``<output>/last.pt``. The run folder receives
+    ``resume``: a checkpoint path, or True for ``<output>/last.pt``; ``force``: replace the run the
+    folder holds (otherwise refused; see :mod:`.run_folder`). The run folder receives
     ``config.yaml`` (the resolved configuration), ``last.pt`` every epoch (atomic), ``final.pt``,
     ``best.pt`` when a validation selects one, ``history.csv`` (per epoch: loss, learning rate, and
     where the time went) and TensorBoard scalars.
     """
     info = init_distributed("cuda" if config.device != "cpu" and torch.cuda.is_available() else "cpu")
     try:
-        run = setup(config, resume, info)
-        return train_run(run)
+        with open_run_folder(config, info, resume=resume, force=force) as folder:
+            run = setup(config, resume, info)
+            folder.start(run.config, run.model)  # config.yaml; a replaced run's files removed
+            return train_run(run)
     finally:
         cleanup(info)
 
@@ -202,8 +206,8 @@ def train(config: TrainConfig, *, resume: str | Path | bool | None = None) -> Pa
 # ---------------------------------------------------------------------------------------- setup
 
 def setup(config: TrainConfig, resume, info: DistInfo) -> Run:
-    """Data, model, optimiser and selection of a run, restored from a checkpoint when resuming;
-    writes ``config.yaml``."""
+    """Data, model, optimiser and selection of a run, restored from a checkpoint when resuming
+    (nothing is written: the caller writes ``config.yaml`` once this has succeeded)."""
     device = resolve_device(config.device, info)
     precision = resolve_precision(config.precision, device)
     config = config.replace(precision=precision)
@@ -243,8 +247,6 @@ def setup(config: TrainConfig, resume, info: DistInfo) -> Run:
     if resume:
         _restore(run, run.run_dir / "last.pt" if resume is True else Path(resume))
     if info.is_main:
-        run.run_dir.mkdir(parents=True, exist_ok=True)
-        save_yaml(config, run.run_dir / "config.yaml")
         print(f"training {config.model} on {len(loader.dataset)} slices of {len(train_cases)} cases, "
               f"{run.num_classes} classes, {steps} steps x {config.epochs} epochs, {device}, {precision}, "
               f"{info.world_size} process(es)")
@@ -299,6 +301,7 @@ def _restore(run: Run, path: Path) -> None:
         value = float(group["lr"])
         group["lr"] = torch.tensor(value, device=run.device) if run.use_graph else value
     run.scheduler.load_state_dict(state["scheduler"])
+    run.scheduler.T_max = run.config.epochs  # a changed --epochs: anneal from here to min_lr at the new end
     if run.scaler is not None and state.get("scaler"):
         run.scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"])
@@ -314,6 +317,7 @@ def train_run(run: Run) -> Path:
     config = run.config
     history = _History(run.run_dir, run.info.is_main, run.history_rows)
     writer = CheckpointWriter()
+    run.loader = writer.watch(run.loader)  # a failed checkpoint write stops training at the next batch
     runner, frozen = None, None
     try:
         for epoch in range(run.start_epoch, config.epochs):

@@ -10,8 +10,16 @@ The plotting function ``save_dice_boxplot`` needs matplotlib (``pip install "msv
 """
 
 from .binary import asd, binary_metrics, dice, hd95, jaccard, surface_distances
-from .figures import overlay_image, pick_slices, save_case_overlays, save_dice_boxplot, save_overlay
-from .labels import ACDC, SYNAPSE, LabelSet, default_colors
+from .figures import (
+    colorize_labels,
+    overlay_image,
+    overlay_panels,
+    pick_slices,
+    save_case_overlays,
+    save_dice_boxplot,
+    save_overlay,
+)
+from .labels import ACDC, SYNAPSE, LabelSet, colors_for, default_colors
 from .pooled import POOLED_METRICS, PooledConfusion, confusion_matrix, format_pooled, scores, write_pooled_report
 from .protocols import (
     METRICS,
@@ -51,6 +59,8 @@ __all__ = [
     "binary_metrics",
     "check_protocol",
     "class_metrics",
+    "colorize_labels",
+    "colors_for",
     "confusion_matrix",
     "default_colors",
     "dice",
@@ -60,6 +70,7 @@ __all__ = [
     "hd95",
     "jaccard",
     "overlay_image",
+    "overlay_panels",
     "pick_slices",
     "save_case_overlays",
     "save_dice_boxplot",

@@ -1,6 +1,7 @@
 """Figures of an evaluation: slice overlays (Pillow) and the per-class Dice box plot (matplotlib, optional).
 
-Colours are RGB triples for the foreground classes 1 .. C-1, e.g. ``labels.SYNAPSE.colors``.
+Colours are RGB triples for the foreground classes 1 .. C-1, e.g. ``labels.SYNAPSE.colors``; one class has one
+colour in the overlays, their legends, ``colorize_labels`` previews and the box plot.
 """
 
 from __future__ import annotations
@@ -11,33 +12,51 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 
 from ..errors import DataError
 from .._files import PathLike, atomic_write
-from .labels import RGB, default_colors
+from .labels import RGB, colors_for
 from .protocols import Aggregator
 
 
-def overlay_image(
+MIN_PANEL = 256  # pixels, the shorter side of every panel at least
+GAP = 8  # pixels between panels and around the legend
+BACKGROUND = (24, 24, 24)
+TEXT = (235, 235, 235)
+
+
+def colorize_labels(labels: np.ndarray, colors: Sequence[RGB]) -> np.ndarray:
+    """labels: (...) class indices -> (..., 3) uint8 RGB: class ``i`` in ``colors[i - 1]``, the background black.
+
+    The colours of the overlays and the Dice box plot, e.g. for a preview beside an index-valued label PNG.
+    """
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iub":
+        raise DataError(f"colorize_labels needs integer class indices, got {labels.dtype}")
+    labels = labels.astype(np.int64)
+    lut = _lookup(colors, int(labels.min(initial=0)), int(labels.max(initial=0)))
+    return lut.astype(np.uint8)[labels]
+
+
+def overlay_panels(
     image: np.ndarray,
     gt: np.ndarray | None,
     pred: np.ndarray,
     colors: Sequence[RGB],
     alpha: float = 0.5,
     window: tuple[float, float] | None = None,
-) -> Image.Image:
-    """image: (H, W) intensities; gt, pred: (H, W) labels -> an RGB image of 3*W by H pixels, three panels:
+) -> list[tuple[str, np.ndarray]]:
+    """image: (H, W) intensities; gt, pred: (H, W) labels -> titled (H, W, 3) uint8 panels at the slice's size:
 
-    the grey image; the ground truth filled in colour; the prediction filled in colour with the ground
-    truth's outline drawn over it in the class colour. ``window`` = (low, high) intensity range shown, by
-    default the slice's own range. Without ground truth (``gt=None``, a new scan): two panels, the grey
-    image and the prediction.
+    "Image", the grey slice; "Ground truth", filled in colour; "Prediction", filled in colour with the ground
+    truth's outline drawn over it in the class colour. Without ground truth (``gt=None``, a new scan): "Image" and
+    "Prediction". ``window`` = (low, high) intensity range shown, by default the slice's own range.
     """
     image = np.asarray(image, dtype=np.float64)
     pred = np.asarray(pred).astype(np.int64)
+    has_gt = gt is not None
     gt = pred if gt is None else np.asarray(gt).astype(np.int64)
-    has_gt = gt is not pred
     if image.ndim != 2 or gt.shape != image.shape or pred.shape != image.shape:
         raise DataError(
             f"overlay needs one 2-D slice of image, ground truth and prediction of one shape, got "
@@ -54,19 +73,75 @@ def overlay_image(
         out[on] = (1 - alpha) * grey[on] + alpha * lut[labels[on]]
         return out
 
+    def rgb(panel: np.ndarray) -> np.ndarray:
+        return np.round(panel).astype(np.uint8)
+
     if not has_gt:
-        return Image.fromarray(np.round(np.concatenate([grey, filled(pred)], axis=1)).astype(np.uint8))
+        return [("Image", rgb(grey)), ("Prediction", rgb(filled(pred)))]
     with_outline = filled(pred)
     edge = _outline(gt)
     with_outline[edge] = lut[gt[edge]]
-    panels = np.concatenate([grey, filled(gt), with_outline], axis=1)
-    return Image.fromarray(np.round(panels).astype(np.uint8))
+    return [("Image", rgb(grey)), ("Ground truth", rgb(filled(gt))), ("Prediction", rgb(with_outline))]
+
+
+def overlay_image(
+    image: np.ndarray,
+    gt: np.ndarray | None,
+    pred: np.ndarray,
+    colors: Sequence[RGB],
+    alpha: float = 0.5,
+    window: tuple[float, float] | None = None,
+    names: Sequence[str] | None = None,
+    min_panel: int = MIN_PANEL,
+) -> Image.Image:
+    """The ``overlay_panels`` side by side, each enlarged by a whole factor (nearest neighbour) until its shorter
+    side has ``min_panel`` pixels, titled above, with a legend of the class colours below (``names[i - 1]`` for
+    class ``i``, default "class i"; "Outline: ground truth" when there is one). An RGB picture.
+
+    ``picture.info["panels"]`` holds each panel's box (left, top, right, bottom) in the picture.
+    """
+    panels = overlay_panels(image, gt, pred, colors, alpha, window)
+    height, width = panels[0][1].shape[:2]
+    scale = max(1, math.ceil(min_panel / max(1, min(height, width))))
+    names = [f"class {i}" for i in range(1, len(colors) + 1)] if names is None else list(names)
+    if len(names) != len(colors):
+        raise DataError(f"the legend has {len(names)} class names for {len(colors)} colours; give one name per colour")
+    font = _font(max(14, min(28, scale * width // 18)))
+    line = _text_size(font, "Ag")[1] + GAP
+    panel_w, panel_h = scale * width, scale * height
+    total_w = len(panels) * panel_w + (len(panels) + 1) * GAP
+    entries = list(zip(names, colors)) + ([("Outline: ground truth", None)] if gt is not None else [])
+    rows = _legend_rows(entries, font, line, total_w - 2 * GAP)
+    top = GAP + line
+    picture = Image.new("RGB", (total_w, top + panel_h + GAP + len(rows) * line + GAP), BACKGROUND)
+    draw = ImageDraw.Draw(picture)
+    boxes = []
+    for i, (title, panel) in enumerate(panels):
+        left = GAP + i * (panel_w + GAP)
+        picture.paste(Image.fromarray(np.repeat(np.repeat(panel, scale, axis=0), scale, axis=1)), (left, top))
+        boxes.append((left, top, left + panel_w, top + panel_h))
+        draw.text((left, GAP), title, fill=TEXT, font=font)
+    y = top + panel_h + GAP
+    for row in rows:
+        x = GAP
+        for name, color, advance in row:
+            swatch = line - GAP
+            if color is None:
+                draw.rectangle((x, y, x + swatch - 1, y + swatch - 1), outline=TEXT, width=2)
+            else:
+                draw.rectangle((x, y, x + swatch - 1, y + swatch - 1), fill=tuple(color))
+            draw.text((x + swatch + GAP // 2, y), name, fill=TEXT, font=font)
+            x += advance
+        y += line
+    picture.info["panels"] = boxes
+    return picture
 
 
 def save_overlay(path: PathLike, image: np.ndarray, gt: np.ndarray | None, pred: np.ndarray, colors: Sequence[RGB],
-                 alpha: float = 0.5, window: tuple[float, float] | None = None) -> Path:
+                 alpha: float = 0.5, window: tuple[float, float] | None = None,
+                 names: Sequence[str] | None = None) -> Path:
     """Write ``overlay_image(...)`` as a PNG."""
-    picture = overlay_image(image, gt, pred, colors, alpha, window)
+    picture = overlay_image(image, gt, pred, colors, alpha, window, names)
     return atomic_write(path, lambda f: picture.save(f, format="PNG"))
 
 
@@ -88,8 +163,10 @@ def save_case_overlays(
     colors: Sequence[RGB],
     slices: Sequence[int] | None = None,
     window: tuple[float, float] | None = None,
+    names: Sequence[str] | None = None,
 ) -> list[Path]:
-    """image, gt, pred: (Z, Y, X). One PNG per slice index (default ``pick_slices(gt)``), ``<case>_z<k>.png``.
+    """image, gt, pred: (Z, Y, X). One ``overlay_image`` PNG per slice index (default ``pick_slices(gt)``),
+    ``<case>_z<k>.png``; ``names`` label the legend's colours.
 
     ``gt=None`` (a new scan): the slices are picked from the prediction, and drawn without ground truth.
     """
@@ -109,7 +186,7 @@ def save_case_overlays(
     out_dir = Path(out_dir)
     return [
         save_overlay(out_dir / f"{stem}_z{z % len(image):03d}.png", image[z], None if gt is None else gt[z], pred[z],
-                     colors, window=window)
+                     colors, window=window, names=names)
         for z in chosen
     ]
 
@@ -118,6 +195,8 @@ def save_dice_boxplot(path: PathLike, aggregator: Aggregator, colors: Sequence[R
                       dpi: int = 100) -> Path:
     """Box plot of the per-case Dice of each class (undefined values left out); needs matplotlib.
 
+    Boxes in ``colors`` (default ``colors_for(class names)``: the colours of the overlays).
+
     The figure is ``max(6, 0.8 * C + 1.5)`` by 4.5 inches at ``dpi``.
     """
     try:
@@ -125,7 +204,7 @@ def save_dice_boxplot(path: PathLike, aggregator: Aggregator, colors: Sequence[R
     except ImportError as error:
         raise ImportError('the Dice box plot needs matplotlib: pip install "msvm-unet[viz]"') from error
     names = aggregator.class_names
-    colors = default_colors(len(names)) if colors is None else colors
+    colors = colors_for(names) if colors is None else colors
     data = [
         [v for v in (results[i].dice for results in aggregator.cases.values()) if not math.isnan(v)]
         for i in range(len(names))
@@ -171,3 +250,31 @@ def _outline(labels: np.ndarray) -> np.ndarray:
         edge[tuple(lead)] |= differs
         edge[tuple(trail)] |= differs
     return edge & (labels > 0)
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+    """Pillow's own scalable font at ``size`` pixels (Pillow >= 10.1 with FreeType), else its small bitmap font."""
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # older Pillow: no size argument
+        return ImageFont.load_default()
+
+
+def _text_size(font: ImageFont.ImageFont, text: str) -> tuple[int, int]:
+    left, top, right, bottom = font.getbbox(text)
+    return int(right), int(bottom)
+
+
+def _legend_rows(entries: list[tuple[str, RGB | None]], font: ImageFont.ImageFont, line: int,
+                 width: int) -> list[list[tuple[str, RGB | None, int]]]:
+    """The legend's entries (name, colour, advance in pixels) in rows no wider than ``width``."""
+    rows: list[list[tuple[str, RGB | None, int]]] = [[]]
+    used = 0
+    for name, color in entries:
+        advance = line + _text_size(font, name)[0] + 2 * GAP
+        if rows[-1] and used + advance > width:
+            rows.append([])
+            used = 0
+        rows[-1].append((name, color, advance))
+        used += advance
+    return rows

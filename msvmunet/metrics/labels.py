@@ -46,3 +46,11 @@ def default_colors(n: int) -> tuple[RGB, ...]:
         tuple(round(255 * v) for v in colorsys.hsv_to_rgb(i / max(n, 1), 1.0, 1.0))  # type: ignore[misc]
         for i in range(n)
     )
+
+
+def colors_for(names: tuple[str, ...] | list[str]) -> tuple[RGB, ...]:
+    """The colours of the label set with these foreground names (``SYNAPSE``, ``ACDC``), else ``default_colors``."""
+    for known in (SYNAPSE, ACDC):
+        if tuple(names) == known.names:
+            return known.colors
+    return default_colors(len(names))

@@ -11,8 +11,10 @@ import io
 import json
 import math
 from pathlib import Path
+from typing import Sequence
 
 from .._files import PathLike, atomic_write_text
+from .labels import RGB
 from .protocols import METRICS, Aggregator, MetricSummary, Summary
 
 CSV_COLUMNS = ("case", "class_id", "class_name", *METRICS, "pred_voxels", "gt_voxels")
@@ -94,9 +96,11 @@ def write_summary_markdown(path: PathLike, summary: Summary, selection: str = ""
 
 
 def write_report(
-    out_dir: PathLike, aggregator: Aggregator, selection: str = "", boxplot: bool = True
+    out_dir: PathLike, aggregator: Aggregator, selection: str = "", boxplot: bool = True,
+    colors: Sequence[RGB] | None = None,
 ) -> dict[str, Path]:
-    """Write ``cases.csv``, ``summary.md``, ``summary.json`` and (with matplotlib) ``dice_boxplot.png``.
+    """Write ``cases.csv``, ``summary.md``, ``summary.json`` and (with matplotlib) ``dice_boxplot.png`` (boxes in
+    ``colors``, by default those of the class names' label set, as in the overlays).
 
     Returns the written paths by kind: ``cases``, ``markdown``, ``json``, ``boxplot``.
     """
@@ -110,7 +114,7 @@ def write_report(
     if boxplot:
         from .figures import save_dice_boxplot
 
-        paths["boxplot"] = save_dice_boxplot(out_dir / "dice_boxplot.png", aggregator)
+        paths["boxplot"] = save_dice_boxplot(out_dir / "dice_boxplot.png", aggregator, colors)
     return paths
 
 

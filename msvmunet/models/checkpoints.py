@@ -384,6 +384,13 @@ def model_from_checkpoint(obj: Mapping[str, Any], source: str = "<checkpoint>") 
     return model
 
 
+def network_size(checkpoint: Mapping[str, Any], default: int | None = 224) -> int | None:
+    """The side the network was trained at (slices are resized to it): from the training configuration,
+    else the stored preprocessing, else ``default`` (the Segmenter passes None: it never guesses)."""
+    size = (checkpoint.get("train_config") or {}).get("image_size") or (checkpoint.get("preprocessing") or {}).get("size")
+    return int(size) if size else default
+
+
 def load_model(path_or_obj: str | os.PathLike | Mapping) -> MSVMUNet:
     """An :class:`MSVMUNet` in eval mode from an msvmunet checkpoint (``save_model`` or training)."""
     obj, source = _as_obj(path_or_obj)

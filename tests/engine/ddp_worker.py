@@ -26,6 +26,7 @@ def one_step(data: str, out: Path) -> None:
     from tests.engine.conftest import quick_config
 
     info = init_distributed("cpu")
+    out.mkdir(parents=True, exist_ok=True)  # setup writes nothing (train() writes the run folder)
     run = setup(quick_config(data, out / "run", device="cpu", epochs=1, steps_per_epoch=1), None, info)
     initial = {k: v.clone() for k, v in run.model.state_dict().items()}
     runner = step_runner(run, frozen=False)

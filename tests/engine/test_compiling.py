@@ -57,7 +57,7 @@ def test_train_flag_replaces_the_default(flags, expected, monkeypatch, tmp_path)
     import msvmunet.engine.trainer as trainer
 
     seen = []
-    monkeypatch.setattr(trainer, "train", lambda config, resume=None: seen.append(config) or tmp_path)
+    monkeypatch.setattr(trainer, "train", lambda config, **_: seen.append(config) or tmp_path)
     assert main(["train", "--preset", "demo", "--data", str(tmp_path), *flags]) == 0
     assert seen[0].inductor == expected
 

@@ -45,6 +45,7 @@ def test_two_process_ddp_training(tiny_phantom, tmp_path):
     assert ckpt["epoch"] == 2 and len(ckpt["history"]) == 2
     assert all(0.0 <= row["val_dice"] <= 1.0 for row in ckpt["history"])
     assert not any(k.startswith("module.") for k in ckpt["state_dict"])  # the DDP wrapper is stripped
+    assert not (run_dir / "train.lock").exists()  # rank 0 alone locked the folder, and released it
 
 
 def test_ddp_step_equals_the_single_process_step_on_the_same_global_batch(tiny_phantom, tmp_path):

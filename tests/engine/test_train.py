@@ -107,6 +107,13 @@ def _train_epochs(config, epochs):
 def test_resume_refuses_another_model_and_corrupt_files(tiny_phantom, tmp_path):
     run = train(quick_config(tiny_phantom, tmp_path / "run", epochs=1))
     other = quick_config(tiny_phantom, run, epochs=2, model_options={"decoder": {"depths": [1, 1, 2]}})
+    with pytest.raises(ConfigError, match=r'changed model_options: .* in the run, \{"decoder": \{"depths": '
+                                          r'\[1, 1, 2\]\}\} now'):
+        train(other, resume=True)
+    # a checkpoint without its training settings is still checked against the model built
+    state = torch.load(run / "last.pt", weights_only=True)
+    del state["train_config"]
+    torch.save(state, run / "last.pt")
     with pytest.raises(CheckpointError, match=r"another model configuration \(decoder\.depths"):
         train(other, resume=True)
     (run / "last.pt").write_bytes(b"\x00" * 100)
@@ -164,6 +171,8 @@ def test_kill_9_mid_epoch_then_resume(tiny_phantom, tmp_path):
                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert f"after epoch {done}" in resumed.stdout
+    assert f"the lock of pid {proc.pid} on" in resumed.stdout  # the killed run's lock, taken over
+    assert f"epochs: 40 -> {done + 1}" in resumed.stdout
     ckpt = torch.load(run_dir / "final.pt", weights_only=True)
     assert ckpt["epoch"] == done + 1
     assert [row["epoch"] for row in ckpt["history"]] == list(range(1, done + 2))

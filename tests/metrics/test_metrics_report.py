@@ -1,4 +1,4 @@
-"""Report files: CSV, Markdown and JSON summaries, overlay PNGs, the Dice box plot; atomic writing."""
+"""Report files: CSV, Markdown and JSON summaries, the Dice box plot; atomic writing (overlays: test_figures)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from msvmunet.errors import DataError
 from msvmunet.metrics import (
     ACDC,
     METRICS,
@@ -19,9 +18,6 @@ from msvmunet.metrics import (
     Aggregator,
     default_colors,
     format_summary,
-    overlay_image,
-    pick_slices,
-    save_case_overlays,
     save_dice_boxplot,
     write_report,
     write_summary_json,
@@ -117,55 +113,6 @@ def test_json_has_no_nan_tokens(tmp_path):
                                                                          "n_undefined": 1}
 
 
-def test_overlay_panels_and_colours():
-    h, w = 20, 30
-    image = np.linspace(0, 1, h * w).reshape(h, w)
-    gt = np.zeros((h, w), dtype=np.int64)
-    pred = np.zeros_like(gt)
-    gt[5:15, 5:15] = 1
-    pred[6:16, 6:16] = 1
-    pred[2:4, 20:28] = 3
-    picture = np.asarray(overlay_image(image, gt, pred, ACDC.colors, alpha=0.5))
-    assert picture.shape == (h, 3 * w, 3)
-    grey = picture[:, :w]
-    assert np.all(grey[..., 0] == grey[..., 1]) and grey[0, 0, 0] == 0 and grey[-1, -1, 0] == 255
-    # outside every label the three panels show the same grey
-    assert np.array_equal(picture[0, w:2 * w], grey[0]) and np.array_equal(picture[0, 2 * w:], grey[0])
-    # inside: half grey, half class colour (to within rounding of the grey)
-    def blend(y, x, color):
-        return 0.5 * grey[y, x] + 0.5 * np.array(color)
-
-    assert np.abs(picture[10, w + 10] - blend(10, 10, ACDC.colors[0])).max() <= 1
-    assert np.abs(picture[10, 2 * w + 10] - blend(10, 10, ACDC.colors[0])).max() <= 1
-    assert np.abs(picture[3, 2 * w + 22] - blend(3, 22, ACDC.colors[2])).max() <= 1
-    # ground-truth outline at full colour on the prediction panel, not inside the organ
-    assert tuple(picture[5, 2 * w + 10]) == ACDC.colors[0] and tuple(picture[10, 2 * w + 10]) != ACDC.colors[0]
-
-
-def test_overlay_errors():
-    with pytest.raises(DataError, match="colour"):
-        overlay_image(np.zeros((4, 4)), np.full((4, 4), 4), np.zeros((4, 4), int), ACDC.colors)
-    with pytest.raises(DataError, match="one shape"):
-        overlay_image(np.zeros((4, 4)), np.zeros((4, 5), int), np.zeros((4, 4), int), ACDC.colors)
-
-
-def test_case_overlays(tmp_path):
-    image = np.random.default_rng(0).random((9, 16, 24))
-    gt = np.zeros((9, 16, 24), dtype=np.int64)
-    gt[2:7, 4:10, 4:10] = 5
-    assert pick_slices(gt) == [2, 4, 6] and pick_slices(gt, n=10) == [2, 3, 4, 5, 6]
-    assert pick_slices(np.zeros_like(gt)) == [4]
-    paths = save_case_overlays(tmp_path, "case 0001/a", image, gt, gt, SYNAPSE.colors)
-    assert [p.name for p in paths] == ["case_0001_a_z002.png", "case_0001_a_z004.png", "case_0001_a_z006.png"]
-    for p in paths:
-        with Image.open(p) as picture:
-            assert picture.size == (3 * 24, 16) and picture.mode == "RGB"
-    assert [p.name for p in save_case_overlays(tmp_path, "x", image, gt, gt, SYNAPSE.colors, slices=[-1])] == [
-        "x_z008.png"]
-    with pytest.raises(DataError, match="slice 9"):
-        save_case_overlays(tmp_path, "x", image, gt, gt, SYNAPSE.colors, slices=[9])
-
-
 def test_boxplot_size_grows_with_classes(tmp_path):
     agg = Aggregator(SYNAPSE.names, "paper")
     labels = np.zeros((2, 9, 9), dtype=np.int64)
@@ -197,15 +144,3 @@ def test_atomic_write_replaces_whole_files_and_leaves_no_temporaries(tmp_path):
     assert target.read_bytes() == b"old"
     atomic_write(target, lambda f: f.write(b"new"))
     assert target.read_bytes() == b"new" and [p.name for p in target.parent.iterdir()] == ["file.txt"]
-
-
-def test_overlay_without_ground_truth_has_two_panels():
-    from msvmunet.metrics import overlay_image
-
-    image = np.linspace(0, 1, 12 * 10).reshape(12, 10)
-    pred = np.zeros((12, 10), dtype=np.int64)
-    pred[3:6, 2:5] = 1
-    picture = overlay_image(image, None, pred, [(255, 0, 0)])
-    assert picture.size == (20, 12)
-    array = np.asarray(picture)
-    assert array[4, 13, 0] > array[4, 13, 1]  # the predicted pixel is tinted red in the second panel

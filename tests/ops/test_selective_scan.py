@@ -182,3 +182,11 @@ def test_bad_backend_and_shapes_are_clear_errors():
         selective_scan(**bad, backend="torch")
     with pytest.raises(ValueError, match="A must be"):
         selective_scan(**dict(inputs, A=inputs["A"][:3]), backend="torch")
+
+
+@pytest.mark.parametrize("length", [1, 9, 70])
+def test_exported_scan_form_matches_the_chunked_scan(length):
+    # the form torch.export records (one scan operator, an ONNX Scan), run eagerly
+    a, b = torch.rand(length, 5), torch.randn(length, 5)
+    h = torch_chunked.linear_scan_exported(a, b)
+    assert h.shape == (length, 5) and rel_err(h, linear_scan(a, b)) < 1e-6

@@ -7,6 +7,10 @@ h_t += (a_1 ... a_t within the chunk) * carry. Only products of factors a_t <= 1
 nothing is ever divided by a decaying product or exponentiated from a positive sum: unlike the
 ``exp(cumsum)`` formulation it cannot overflow, for any |A| * sum(delta). Accumulation is float32
 (float64 inputs stay float64, for gradcheck). The backward pass is the same scan run in reverse.
+
+The chunk size and the depth of the recursion depend on the length, which a graph exporter would
+bake in; while ``torch.export`` traces (the ONNX export) the recurrence is one ``scan`` operator
+instead (``linear_scan_exported``), the same for every length.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..cross_scan import scan_orders
+
+_is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)  # older torch has no such flag
 
 
 def _chunk_for(length: int) -> int:
@@ -74,8 +80,22 @@ class _LinearScan(torch.autograd.Function):
 
 def linear_scan(a: Tensor, b: Tensor, chunk: int | None = None) -> Tensor:
     """h[t] = a[t] * h[t-1] + b[t] along dim 0 of (L, M) tensors (h[-1] = 0), differentiable."""
+    if _is_exporting():
+        return linear_scan_exported(a, b)
     chunk = chunk or _chunk_for(a.shape[0])
     return _LinearScan.apply(a.contiguous(), b.contiguous(), chunk)
+
+
+def linear_scan_exported(a: Tensor, b: Tensor) -> Tensor:
+    """``linear_scan`` (forward only) as one ``scan`` operator, which ``torch.export`` keeps whole and the ONNX
+    exporter writes as an ONNX ``Scan``: the same graph for every length. a, b: (L, M) -> h: (L, M)."""
+    from torch._higher_order_ops.scan import scan
+
+    def step(h: Tensor, ab: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        h = torch.addcmul(ab[1], ab[0], h)
+        return h, h.clone()  # the scan's carry and its output must not share memory
+
+    return scan(step, torch.zeros_like(b[0]), (a, b))[1]
 
 
 def selective_scan_time_major(
