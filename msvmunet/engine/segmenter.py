@@ -269,12 +269,13 @@ class Segmenter:
     def segment_file(self, path: PathLike) -> FileResult:
         path = Path(path)
         kind = input_kind(path)
-        if kind == "image":
-            from ..data.io import read_image
+        if kind == "image":  # as the network was trained: grey (H, W), or colour (3, H, W) for RGB image sets
+            from ..data.image_folders import read_image
 
-            image = read_image(path)[None]
+            image = read_image(path, 3 if self.preprocessing.channels == 3 else 1)[None]
             pred = self.segment_prepared(image)
-            return FileResult(kind, pred[0], image, pred)
+            shown = image.mean(axis=1) if image.ndim == 4 else image  # pictures: (D, H, W)
+            return FileResult(kind, pred[0], shown, pred)
         if kind == "nifti":
             from ..data.io import read_nifti
 

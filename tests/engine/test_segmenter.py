@@ -252,3 +252,25 @@ def test_evaluate_command_with_an_ensemble_tta_and_keep_largest(ckpts, tiny_phan
     assert "ensemble of 2 checkpoints, test-time augmentation" in text
     assert "largest component kept for classes [5, 7]" in text
     assert "largest component" not in (out / "paper" / "summary.md").read_text()
+
+
+def test_a_colour_checkpoint_sees_colour_images_in_colour(tmp_path):
+    """A network trained on RGB image sets (preprocessing.channels = 3) gets the three colour channels of an
+    image, not its grey value repeated."""
+    from dataclasses import replace
+
+    from PIL import Image
+
+    rgb = (np.random.default_rng(0).random((40, 56, 3)) * 255).astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    for channels, colour in ((3, True), (1, False)):
+        prep = replace(synapse_preprocessing(), channels=channels, size=64)
+        seg = Segmenter(nano_checkpoint(tmp_path / f"c{channels}.pt", preprocessing=prep.to_dict()), device="cpu")
+        seen = []
+        seg.models[0].register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+        labels = seg.predict_file(tmp_path / "a.png")
+        assert labels.shape == (40, 56)
+        x = seen[0]
+        assert x.shape[1] == channels
+        differ = x.shape[1] == 3 and not torch.equal(x[:, 0], x[:, 1])
+        assert differ == colour
