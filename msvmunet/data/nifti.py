@@ -187,3 +187,28 @@ class _NiftiSlices(SliceDataset):
         v, d = self.index[index]
         vol = self.volumes[v]
         return vol.image[d], vol.label[d], vol.case, f"{vol.case}_slice{d:03d}", vol.case
+
+
+def channel_files(first: str | Path, channels: int) -> list[Path]:
+    """A case's files, one per channel, in the nnU-Net layout, from its channel-0 file (``case_0000.nii.gz``
+    -> ``case_0000.nii.gz``, ``case_0001.nii.gz``, ...)."""
+    import re
+
+    first = Path(first)
+    match = re.match(r"(.*)_0000(\.nii(?:\.gz)?)$", first.name)
+    if match is None:
+        raise DataError(f"{first}: the model takes {channels} channels; give each case's channel-0 file "
+                        f"(<case>_0000.nii.gz), with <case>_0001.nii.gz ... beside it, as nnU-Net names them")
+    paths = [first.with_name(f"{match[1]}_{k:04d}{match[2]}") for k in range(channels)]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        raise DataError(f"{first}: the model takes {channels} channels, but {', '.join(missing)} is missing beside it")
+    return paths
+
+
+def is_other_channel(path: str | Path) -> bool:
+    """Whether ``path`` is a channel file other than channel 0 (``case_0001.nii.gz``, ...)."""
+    import re
+
+    match = re.match(r".*_(\d{4})\.nii(?:\.gz)?$", Path(path).name)
+    return match is not None and match[1] != "0000"

@@ -19,6 +19,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
+from ..data.nifti import channel_files
 from ..errors import CheckpointError, ConfigError, DataError
 from ..models.checkpoints import load_file, model_from_checkpoint, network_size
 from .inference import pick_device, predict_volume
@@ -159,6 +160,16 @@ def resolve_classes(spec: bool | str | Sequence[int | str] | None, class_names: 
 # ----------------------------------------------------------------------------- the segmenter
 
 
+def _same_grid(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """Another channel's NIfTI volume, which must have the first channel's shape."""
+    from ..data.io import read_nifti
+
+    raw = read_nifti(path)[0]
+    if raw.shape != shape:
+        raise DataError(f"{path}: shape {raw.shape} differs from its channel 0's {shape}; channels must share a grid")
+    return raw
+
+
 @dataclass
 class FileResult:
     """One segmented input. ``label`` is in the file's own array order (nibabel's for volumes);
@@ -290,6 +301,11 @@ class Segmenter:
             raise DataError(f"{path}: not a NIfTI (.nii, .nii.gz), image (.png, .jpg, ...) or DICOM series folder")
         prep = self.preprocessing
         image = prep.apply(raw, affine)
+        shown = image
+        if prep.channels > 1 and kind == "nifti":  # one file per channel (nnU-Net): (D, C, H, W)
+            image = np.stack([image] + [prep.apply(_same_grid(p, raw.shape), affine)
+                                        for p in channel_files(path, prep.channels)[1:]], axis=1)
+            shown = image.mean(axis=1)
         pred = self.segment_prepared(image)
         label = prep.restore(pred, affine, raw.shape).astype(np.uint8 if self.num_classes <= 256 else np.int16)
-        return FileResult(kind, label, image, pred, affine, header, source)
+        return FileResult(kind, label, shown, pred, affine, header, source)

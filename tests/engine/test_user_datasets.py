@@ -123,12 +123,30 @@ def _predict_ssl4mis(cli, data, checkpoint, tmp_path, pooled):
     assert seg.shape == volume.shape and int(np.asarray(seg.dataobj).max()) < 4
 
 
+def _predict_nifti2(cli, data, checkpoint, tmp_path, pooled):
+    """One file per channel: a case is its _0000 file, read with its _0001 beside it; the confusion matrix of
+    predict's labels equals evaluate's on the same test case. A case missing a channel is a one-line error."""
+    cli("predict", str(data / "imagesTs"), "-o", str(tmp_path / "pred"), "--checkpoint", str(checkpoint),
+        "--device", "cpu")
+    assert [p.name for p in (tmp_path / "pred").glob("*.nii.gz")] == ["brain004_0000_seg.nii.gz"]
+    pred = np.asarray(nib.load(str(tmp_path / "pred" / "brain004_0000_seg.nii.gz")).dataobj)
+    gt = np.asarray(nib.load(str(data / "labelsTs" / "brain004.nii.gz")).dataobj)
+    np.testing.assert_array_equal(pooled["confusion_matrix"], confusion_matrix(pred, gt, 2))
+    (data / "imagesTs" / "brain004_0001.nii.gz").unlink()
+    proc = subprocess.run([sys.executable, "-m", "msvmunet", "predict", str(data / "imagesTs" / "brain004_0000.nii.gz"),
+                           "-o", str(tmp_path / "x.nii.gz"), "--checkpoint", str(checkpoint), "--device", "cpu"],
+                          cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 1 and "brain004_0001.nii.gz is missing" in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 PREDICT = {
     "ssl4mis": _predict_ssl4mis,
     "isic": lambda cli, data, ckpt, tmp, _: _predict_images(cli, sorted((data / "test" / "images").iterdir()),
                                                             ckpt, tmp, 2),
     "busi": _predict_busi,
-    "nifti2": lambda *_: None,  # predict reads one file per scan: several channels are not read there yet
+    "nifti2": _predict_nifti2,
     "kvasir": lambda cli, data, ckpt, tmp, _: _predict_images(cli, sorted((data / "images").iterdir())[:3], ckpt, tmp, 2),
     "colour": lambda cli, data, ckpt, tmp, _: _predict_images(cli, sorted((data / "image").iterdir())[:3], ckpt, tmp, 3),
 }
