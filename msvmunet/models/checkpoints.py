@@ -384,9 +384,9 @@ def model_from_checkpoint(obj: Mapping[str, Any], source: str = "<checkpoint>") 
     return model
 
 
-def network_size(checkpoint: Mapping[str, Any], default: int | None = 224) -> int | None:
+def network_size(checkpoint: Mapping[str, Any], default: int | None = None) -> int | None:
     """The side the network was trained at (slices are resized to it): from the training configuration,
-    else the stored preprocessing, else ``default`` (the Segmenter passes None: it never guesses)."""
+    else the stored preprocessing, else ``default`` (None: unknown, never guessed)."""
     size = (checkpoint.get("train_config") or {}).get("image_size") or (checkpoint.get("preprocessing") or {}).get("size")
     return int(size) if size else default
 

@@ -65,19 +65,22 @@ def onnx_metadata(model: MSVMUNet, checkpoint: Mapping[str, Any]) -> dict[str, s
     prep = dict(checkpoint.get("preprocessing") or {})
     classes = list(prep.get("class_names") or checkpoint.get("classes") or range(model.num_classes))
     size, mean, std = network_size(checkpoint), float(prep.get("mean", 0.5)), float(prep.get("std", 0.5))
+    resized = f"resized to {size} x {size}" if size else (
+        "resized to the size the network was trained at (this checkpoint does not store it: "
+        "'msvmunet convert --image-size' adds it)")
     channels = input_channels(model)
     return {
         "msvmunet.format_version": "1",
         "msvmunet.preprocessing": json.dumps(prep or None),
-        "msvmunet.input_size": str(size),
+        "msvmunet.input_size": str(size or "unknown"),
         "msvmunet.mean": repr(mean),
         "msvmunet.std": repr(std),
         "msvmunet.classes": json.dumps([str(c) for c in classes]),
         "msvmunet.config": json.dumps(model.config.to_dict()),
         "msvmunet.input": (
             f"{INPUT_NAME}: float32 (batch, {channels}, height, width), height and width multiples of "
-            f"{model.config.size_multiple}: slices normalised to [0, 1] by msvmunet.preprocessing, resized to "
-            f"{size} x {size} (cubic spline), then (x - {mean}) / {std}"
+            f"{model.config.size_multiple}: slices normalised to [0, 1] by msvmunet.preprocessing, "
+            f"{resized} (cubic spline), then (x - {mean}) / {std}"
         ),
         "msvmunet.output": (
             f"{OUTPUT_NAME}: float32 (batch, {model.num_classes}, height, width); labels = argmax over axis 1, "

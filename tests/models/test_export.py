@@ -74,7 +74,8 @@ def test_tiny_0230s_onnx_dynamic_batch_and_size(tmp_path):
     model = create_model("tiny_0230s", num_classes=9).eval()
     result = export_onnx(model, tmp_path / "tiny.onnx")
     assert result.relative_error is not None and result.relative_error < 1e-4
-    assert result.metadata["msvmunet.input_size"] == "224"  # nothing stored: the paper's size
+    assert result.metadata["msvmunet.input_size"] == "unknown"  # nothing stored: not guessed
+    assert "does not store it" in result.metadata["msvmunet.input"]
     session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
     for shape in [(1, 1, 64, 64), (2, 1, 64, 64), (2, 1, 96, 128)]:
         x = torch.randn(*shape)
