@@ -206,9 +206,13 @@ def channel_files(first: str | Path, channels: int) -> list[Path]:
     return paths
 
 
-def is_other_channel(path: str | Path) -> bool:
-    """Whether ``path`` is a channel file other than channel 0 (``case_0001.nii.gz``, ...)."""
+def is_other_channel(path: str | Path, files: Sequence[str | Path]) -> bool:
+    """Whether ``path`` is a channel file other than channel 0 (``case_0001.nii.gz``, ...) whose channel-0 file
+    is among ``files``: in the nnU-Net layout such a file belongs to that case, not a case of its own."""
     import re
 
-    match = re.match(r".*_(\d{4})\.nii(?:\.gz)?$", Path(path).name)
-    return match is not None and match[1] != "0000"
+    path = Path(path)
+    match = re.match(r"(.*)_(\d{4})(\.nii(?:\.gz)?)$", path.name)
+    if match is None or match[2] == "0000":
+        return False
+    return path.with_name(f"{match[1]}_0000{match[3]}") in {Path(f) for f in files}

@@ -102,11 +102,10 @@ def predict(
     NIfTI (``<name>.dcm``). A failing input does not stop the others: every good one is written,
     then :class:`PredictionFailures` lists the failed ones and why."""
     files = collect_inputs(inputs)
+    files = [f for f in files if not is_other_channel(f, files)]  # nnU-Net: a case is its _0000 file
+    targets = output_paths(files, output)
     seg = Segmenter(checkpoint, device=device, tta=tta, keep_largest=keep_largest, preprocessing=preprocessing,
                     image_size=image_size, precision=precision, batch_size=batch_size, backend=backend)
-    if any(input_kind(f) == "nifti" for f in files) and seg.preprocessing.channels > 1:
-        files = [f for f in files if not is_other_channel(f)]  # a case is its _0000 file; the others come with it
-    targets = output_paths(files, output)
     if any(input_kind(f) != "image" for f in files):
         seg.preprocessing  # noqa: B018 - a checkpoint without preprocessing fails here, before any work
     colors = label_set(seg.class_names).colors
