@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,9 +23,16 @@ ENV = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"}
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
 
 
-def torchrun(port: int, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([*TORCHRUN, "--master_port", str(port), *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env=ENV)
+def free_port() -> int:
+    """A port nothing listens on now (fixed ports collide with other test runs on the same machine)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def torchrun(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([*TORCHRUN, "--master_port", str(free_port()), *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout, env=ENV)
 
 
 def train_args(data, run_dir, *extra: str) -> list[str]:
@@ -34,7 +42,7 @@ def train_args(data, run_dir, *extra: str) -> list[str]:
 
 def test_two_process_ddp_training(tiny_phantom, tmp_path):
     run_dir = tmp_path / "ddp"
-    result = torchrun(29517, *train_args(tiny_phantom, run_dir, "--epochs", "2", "--steps-per-epoch", "2",
+    result = torchrun(*train_args(tiny_phantom, run_dir, "--epochs", "2", "--steps-per-epoch", "2",
                                          "--val-cases", "1", "--val-every", "1"))
     assert result.returncode == 0, result.stderr[-3000:]
     # rank 0 alone logs and writes
@@ -63,7 +71,7 @@ def test_ddp_step_equals_the_single_process_step_on_the_same_global_batch(tiny_p
     computes on the two halves, from the same weights (and its loss, the halves' mean loss).
     """
     out = tmp_path / "ddp"
-    result = torchrun(29518, "tests/engine/ddp_worker.py", "step", str(tiny_phantom), str(out))
+    result = torchrun("tests/engine/ddp_worker.py", "step", str(tiny_phantom), str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
 
@@ -103,7 +111,7 @@ def test_ddp_step_equals_the_single_process_step_on_the_same_global_batch(tiny_p
 def test_nan_on_one_rank_stops_every_rank(tmp_path):
     """A NaN loss on rank 1 only: both processes stop at the same step (a periodic check, then the
     epoch's end), instead of rank 0 waiting in the next all-reduce for a process that has left."""
-    result = torchrun(29519, "tests/engine/ddp_worker.py", "nan", str(tmp_path), timeout=200)
+    result = torchrun("tests/engine/ddp_worker.py", "nan", str(tmp_path), timeout=200)
     assert result.returncode == 0, result.stderr[-3000:]
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2))
     # epoch 1: NaN at step 6 (index 5); checks after steps 4, 8, 12 read the values of the check before,
@@ -129,7 +137,7 @@ def test_resume_after_a_killed_rank(tiny_phantom, tmp_path):
     run_dir = tmp_path / "run"
     epochs = 8
     args = train_args(tiny_phantom, run_dir, "--epochs", str(epochs), "--steps-per-epoch", "2")
-    proc = subprocess.Popen([*TORCHRUN, "--master_port", "29520", *args], cwd=ROOT, env=ENV,
+    proc = subprocess.Popen([*TORCHRUN, "--master_port", str(free_port()), *args], cwd=ROOT, env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 240
@@ -145,7 +153,7 @@ def test_resume_after_a_killed_rank(tiny_phantom, tmp_path):
     killed_after = torch.load(run_dir / "last.pt", weights_only=True)["epoch"]
     assert 1 <= killed_after < epochs
 
-    result = torchrun(29521, *args, "--resume")
+    result = torchrun(*args, "--resume")
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"after epoch {killed_after}" in result.stdout
     ckpt = torch.load(run_dir / "final.pt", weights_only=True)
