@@ -84,6 +84,16 @@ def progress_bar(total: int, desc: str, enabled: bool):
 # ----------------------------------------------------------------------------- Synapse
 
 
+def read_case(image_path: Path, label_path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A raw case's image and label NIfTI files, checked (same shape, finite image): (image, label, affine)."""
+    volume, affine = read_nifti(image_path)
+    label, _ = read_nifti(label_path)
+    if volume.shape != label.shape:
+        raise DataError(f"{image_path}: image shape {volume.shape} and label shape {label.shape} differ")
+    check_image(volume, str(image_path))
+    return volume, label, affine
+
+
 def remap_btcv(label: np.ndarray, where: str) -> np.ndarray:
     """BTCV labels 0..13 -> the 9 Synapse classes (uint8)."""
     label = np.asarray(label)
@@ -210,11 +220,7 @@ def prepare_synapse(raw: str | Path, out: str | Path, *, overwrite: bool = False
         for job in _progress(todo, "synapse", progress):
             manifest.mark(job.case, job.record, complete=False)
             image_path, label_path = images[job.index], labels[job.index]
-            volume, affine = read_nifti(image_path)
-            label, _ = read_nifti(label_path)
-            if volume.shape != label.shape:
-                raise DataError(f"{image_path}: image shape {volume.shape} and label shape {label.shape} differ")
-            check_image(volume, str(image_path))
+            volume, label, affine = read_case(image_path, label_path)
             image = prep.apply(volume, affine)
             target = prep.apply_label(remap_btcv(label, str(label_path)), affine)
             for stale in set(_synapse_files(out, job.case)) - set(_synapse_outputs(out, job.case, job.depth, job.test)):
@@ -363,11 +369,7 @@ def prepare_acdc(raw: str | Path, out: str | Path, *, seed: int = 0, overwrite: 
             if not overwrite and all((out / split_name / f"{n}.npz").is_file() for n in names):
                 continue
             done = False
-            volume, affine = read_nifti(image_path)
-            label, _ = read_nifti(gt_path)
-            if volume.shape != label.shape:
-                raise DataError(f"{image_path}: image shape {volume.shape} and label {label.shape} differ")
-            check_image(volume, str(image_path))
+            volume, label, affine = read_case(image_path, gt_path)
             image = prep.apply(volume, affine)
             target = prep.apply_label(label, affine)
             if target.size and (target.min() < 0 or target.max() >= prep.num_classes):
