@@ -44,54 +44,124 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     return atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def _to_cpu(obj: Any) -> Any:
+def _map_tensors(obj: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
+        return fn(obj)
     if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
+        return {k: _map_tensors(v, fn) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_cpu(v) for v in obj)
+        return type(obj)(_map_tensors(v, fn) for v in obj)
     return obj
 
 
-class CheckpointWriter:
-    """Writes checkpoints from a background thread so that training does not wait for the disk.
+def _snapshot(obj: Any) -> tuple[Any, list[tuple[torch.device, torch.cuda.Event]]]:
+    """``obj`` with every tensor cloned where it lives, and an event per CUDA device recorded after the clones.
 
-    ``save`` snapshots everything to CPU memory at once (so later training steps cannot change what
-    is written), then writes atomically in the background; ``copies`` maps further paths to changed
-    plain values, written from the same snapshot (``final.pt`` beside ``last.pt``: one copy from the
-    GPU, and no wait for the first file before the second). A failed write is raised by the next
-    ``save``, ``check`` or ``close``: iterate the training batches through ``watch`` to have it
-    raised at the next batch. A full disk is a :class:`~msvmunet.engine.run_folder.DiskFullError`.
-    A killed process leaves the previous complete file in place.
+    On a GPU the clones are queued behind the training steps like any kernel: the host does not wait for the
+    device, and the copy to CPU memory is left to the writer thread (:func:`_to_cpu`)."""
+    devices: set[torch.device] = set()
+
+    def clone(t: torch.Tensor) -> torch.Tensor:
+        if t.is_cuda:
+            devices.add(t.device)
+        return t.detach().clone()
+
+    snapshot = _map_tensors(obj, clone)
+    events = []
+    for device in devices:
+        event = torch.cuda.Event()
+        event.record(torch.cuda.current_stream(device))
+        events.append((device, event))
+    return snapshot, events
+
+
+def _to_cpu(snapshot: Any, events: list[tuple[torch.device, torch.cuda.Event]]) -> Any:
+    """The snapshot's tensors in CPU memory, copied on a stream of their own once ``events`` have passed
+    (the training stream is not held up)."""
+    if not events:
+        return snapshot
+    streams = {}
+    for device, event in events:
+        streams[device] = torch.cuda.Stream(device)
+        streams[device].wait_event(event)
+
+    def copy(t: torch.Tensor) -> torch.Tensor:
+        if not t.is_cuda:
+            return t
+        with torch.cuda.stream(streams[t.device]):
+            return t.to("cpu")  # waits for this stream only
+
+    return _map_tensors(snapshot, copy)
+
+
+class CheckpointWriter:
+    """Writes checkpoints from a background thread so that training waits neither for the device nor the disk.
+
+    ``save`` snapshots every tensor where it lives (clones queued on the GPU behind the training steps, so
+    later steps cannot change what is written, and the host does not wait for the device) and queues the
+    write; a writer thread copies each snapshot to CPU memory on a stream of its own and writes it
+    atomically, in the order saved. ``copies`` maps further paths to changed plain values, written from the
+    same snapshot (``final.pt`` beside ``last.pt``). ``supersede=True`` (``last.pt`` after each epoch): a
+    later save to the same path replaces this one while it waits, so a disk slower than the epochs writes
+    the newest state and never holds training back (``last.pt`` is then an epoch or two behind until the
+    queue empties; ``close`` writes whatever waits). Snapshots hold copies of the model and optimiser state
+    in device memory until they are on the host (at most the one being written and those waiting).
+
+    A failed write is raised by the next ``save``, ``check`` or ``close``: iterate the training batches
+    through ``watch`` to have it raised at the next batch. A full disk is a
+    :class:`~msvmunet.engine.run_folder.DiskFullError`. A killed process leaves the previous complete file
+    in place.
     """
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: list[dict[str, Any]] = []
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
 
-    def save(self, path: str | Path, obj: dict[str, Any], copies: dict[Path, dict[str, Any]] | None = None) -> None:
-        self.wait()
-        snapshot = _to_cpu(obj)
-        targets = [(Path(path), snapshot)] + [(Path(p), dict(snapshot, **changes)) for p, changes in (copies or {}).items()]
+    def save(self, path: str | Path, obj: dict[str, Any], copies: dict[Path, dict[str, Any]] | None = None,
+             *, supersede: bool = False) -> None:
+        self.check()
+        snapshot, events = _snapshot(obj)
+        job = dict(path=Path(path), snapshot=snapshot, events=events, copies=dict(copies or {}), supersede=supersede)
+        with self._lock:
+            self._queue = [j for j in self._queue if not (j["supersede"] and j["path"] == job["path"])]
+            self._queue.append(job)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name="checkpoint-writer", daemon=False)
+                self._thread.start()
 
-        def write() -> None:
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                if not self._queue:
+                    self._thread = None
+                    return
+                job = self._queue.pop(0)
+            target, state = job["path"], job["snapshot"]
             try:
+                state = _to_cpu(job.pop("snapshot"), job["events"])  # the device copy is freed here
+                targets = [(target, state)] + [(Path(p), dict(state, **changes)) for p, changes in job["copies"].items()]
                 for target, state in targets:
                     atomic_save(state, target)
-            except BaseException as err:  # reported by the next wait() or check()
+            except BaseException as err:  # reported by the next check(), save() or close()
                 full = disk_full_error(err, target.parent, tensor_bytes(state), target.name)
                 if full is not None:
                     full.__cause__ = err
-                self._error = full or err
+                self._error = self._error or full or err
 
-        self._thread = threading.Thread(target=write, name="checkpoint-writer", daemon=False)
-        self._thread.start()
+    def drain(self) -> None:
+        """Wait until every queued checkpoint is written (or has failed); raises nothing."""
+        while True:
+            with self._lock:
+                thread = self._thread
+            if thread is None:
+                return
+            thread.join()
 
     def wait(self) -> None:
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        """Wait until every queued checkpoint is written; raise the first failed write."""
+        self.drain()
         self.check()
 
     def check(self) -> None:
@@ -130,9 +200,11 @@ def training_state(*, model, optimizer, scheduler, scaler, epoch: int, train_con
                    preprocessing: dict | None, classes: list[str], history: list[dict], best: dict | None,
                    **extra: Any) -> dict[str, Any]:
     """Everything needed to resume after ``epoch`` (the number of completed epochs), plus ``extra``
-    plain values (e.g. ``selection``: how this checkpoint was chosen)."""
+    plain values (e.g. ``selection``: how this checkpoint was chosen). Tensors are references to the live
+    state, on its device: hand the dict to :class:`CheckpointWriter`, which snapshots it at once."""
     return checkpoint_dict(
         unwrap(model),
+        to_cpu=False,
         epoch=epoch,
         train_config=train_config,
         preprocessing=preprocessing,
@@ -145,11 +217,6 @@ def training_state(*, model, optimizer, scheduler, scaler, epoch: int, train_con
         best=best,
         **extra,
     )
-
-
-def save_training_checkpoint(path: str | Path, **state: Any) -> Path:
-    """Write :func:`training_state` now, atomically (the synchronous form of :class:`CheckpointWriter`)."""
-    return atomic_save(training_state(**state), path)
 
 
 def load_training_checkpoint(path: str | Path, model_config: ModelConfig) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from .inference import pick_device, predict_volume, resolve_precision
 from .epoch import TrainingError, run_epoch
 from .losses import DiceCELoss
 from .run_folder import open_run_folder
-from .step import StepRunner, graph_capable
+from .step import CompiledHalves, StepRunner, graph_capable
 
 
 def seed_everything(seed: int) -> None:
@@ -348,9 +348,11 @@ def step_runner(run: Run, *, frozen: bool) -> StepRunner:
     """A training step for the current trainable set (DDP and the compiled model rebuilt when it changes);
     prints the step path it takes."""
     run.model.freeze_encoder(frozen)
-    wrapped: torch.nn.Module = wrap_ddp(run.model, run.device) if run.info.enabled else run.model
-    if run.config.compile and run.device.type == "cuda":  # compiles the DDP module: graphs split at its buckets
-        wrapped = torch.compile(wrapped, options=run.config.inductor or None)
+    wrapped: torch.nn.Module = run.model
+    if run.config.compile and run.device.type == "cuda":
+        wrapped = CompiledHalves(wrapped, options=run.config.inductor)
+    if run.info.enabled:
+        wrapped = wrap_ddp(wrapped, run.device)
     runner = StepRunner(wrapped, run.criterion, run.optimizer, run.scaler, run.device, run.config.precision,
                         run.use_graph)
     if run.info.is_main:
@@ -422,13 +424,15 @@ def validate(run: Run, epoch: int, row: dict, history: "_History", writer: Check
 
 
 def save_epoch(run: Run, epoch: int, row: dict, history: "_History", writer: CheckpointWriter) -> None:
-    """``last.pt`` after every epoch, ``final.pt`` after the last (main process only)."""
+    """``last.pt`` after every epoch (in the background; see :class:`CheckpointWriter`), ``final.pt`` after
+    the last (main process only)."""
     if not run.info.is_main:
         return
     state = _state(run, epoch, history.rows + [row], selection=f"epoch {epoch + 1}")
     final = epoch + 1 == run.config.epochs
     writer.save(run.run_dir / "last.pt", state,
-                copies={run.run_dir / "final.pt": {"selection": f"final epoch {epoch + 1}"}} if final else None)
+                copies={run.run_dir / "final.pt": {"selection": f"final epoch {epoch + 1}"}} if final else None,
+                supersede=not final)  # a disk slower than the epochs skips to the newest last.pt
 
 
 def _state(run: Run, epoch: int, history: list[dict], **extra: Any) -> dict[str, Any]:

@@ -359,9 +359,12 @@ def load_vmamba_encoder_weights(model: MSVMUNet, path_or_obj: str | os.PathLike 
 # our own format
 
 
-def checkpoint_dict(model: MSVMUNet, **extra: Any) -> dict[str, Any]:
-    """A plain dict (loadable with ``weights_only=True``): format tag, config, weights, extras."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+def checkpoint_dict(model: MSVMUNet, *, to_cpu: bool = True, **extra: Any) -> dict[str, Any]:
+    """A plain dict (loadable with ``weights_only=True``): format tag, config, weights, extras.
+
+    ``to_cpu=False`` leaves the weights where they live (detached, not copied: no wait for the device), for a
+    caller that snapshots and copies them itself (:class:`~msvmunet.engine.checkpointing.CheckpointWriter`)."""
+    state = {k: v.detach().cpu() if to_cpu else v.detach() for k, v in model.state_dict().items()}
     return {"format": FORMAT, "format_version": FORMAT_VERSION, "config": model.config.to_dict(), "state_dict": state, **extra}
 
 

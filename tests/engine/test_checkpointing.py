@@ -43,3 +43,32 @@ def test_copies_are_written_from_the_same_snapshot(tmp_path):
     last, final = (torch.load(tmp_path / n, weights_only=True) for n in ("last.pt", "final.pt"))
     assert torch.equal(last["w"], weight - 1.0) and torch.equal(final["w"], last["w"])
     assert (last["selection"], final["selection"]) == ("epoch 3", "final epoch 3") and final["epoch"] == 3
+
+
+def test_a_slow_disk_writes_the_newest_last_checkpoint_and_every_other_file(tmp_path, monkeypatch):
+    """Saves never wait for the disk: a waiting last.pt is replaced by the next one (supersede), other files
+    are all written in order, and close() writes what waits."""
+    import threading
+
+    from msvmunet.engine import checkpointing
+
+    release, written = threading.Event(), []
+    real_save = checkpointing.atomic_save
+
+    def slow_save(obj, path):
+        release.wait(timeout=30)  # the disk is busy until the test lets it go
+        written.append((path.name, obj["epoch"]))
+        return real_save(obj, path)
+
+    monkeypatch.setattr(checkpointing, "atomic_save", slow_save)
+    writer = CheckpointWriter()
+    for epoch in range(1, 6):  # epoch 1's write starts and blocks; the others queue
+        writer.save(tmp_path / "last.pt", {"epoch": epoch, "w": torch.full((4,), float(epoch))}, supersede=True)
+        if epoch == 3:
+            writer.save(tmp_path / "best.pt", {"epoch": epoch})
+    writer.save(tmp_path / "last.pt", {"epoch": 6}, copies={tmp_path / "final.pt": {"final": True}})
+    release.set()
+    writer.close()
+    assert written == [("last.pt", 1), ("best.pt", 3), ("last.pt", 6), ("final.pt", 6)]
+    assert torch.load(tmp_path / "final.pt", weights_only=True) == {"epoch": 6, "final": True}
+    assert torch.load(tmp_path / "best.pt", weights_only=True)["epoch"] == 3

@@ -268,13 +268,13 @@ def test_the_writer_reports_a_failed_write_at_the_next_batch(tmp_path, monkeypat
     writer = checkpointing.CheckpointWriter()
     # torch.save's error alone: a full disk only when the folder has less room than the checkpoint needs
     writer.save(tmp_path / "last.pt", {"w": torch.zeros(2**20)})
-    writer._thread.join()
+    writer.drain()
     with pytest.raises(RuntimeError, match="PytorchStreamWriter failed writing file"):
         next(iter(writer.watch([1, 2])))
     usage = collections.namedtuple("usage", "total used free")
     monkeypatch.setattr(rf.shutil, "disk_usage", lambda path: usage(2**30, 2**30 - 2**19, 2**19))
     writer.save(tmp_path / "last.pt", {"w": torch.zeros(2**20)})
-    writer._thread.join()
+    writer.drain()
     batches = writer.watch([1, 2])
     with pytest.raises(rf.DiskFullError, match=r"has 0.5 MB free, writing last.pt needs about 4.0 MB"):
         next(iter(batches))
