@@ -16,6 +16,7 @@ import torch
 from ..models import create_model
 from .inference import autocast_context
 from .losses import DiceCELoss
+from .step import CompiledHalves
 
 
 @dataclass
@@ -120,7 +121,8 @@ def make_step(model: torch.nn.Module, mode: str, x: torch.Tensor, y: torch.Tenso
     """The unit that ``benchmark`` times (and ``benchmarks/gpu_profile.py`` profiles): for ``mode="train"``
     one training step of ``model`` on ``(x, y)`` (forward under autocast, DiceCE loss, backward, AdamW; fused
     on CUDA), for ``"infer"`` one forward under ``inference_mode``. ``compile``: the model and the loss
-    through ``torch.compile(mode=compile_mode, options=compile_options)``; ``cuda_graph``: the step captured
+    through ``torch.compile(mode=compile_mode, options=compile_options)`` (the model in the trainer's two
+    halves, :class:`~msvmunet.engine.step.CompiledHalves`, for training); ``cuda_graph``: the step captured
     in a CUDA graph, the returned callable replaying it. Sets the model's train / eval mode."""
     dev = x.device
 
@@ -139,7 +141,7 @@ def make_step(model: torch.nn.Module, mode: str, x: torch.Tensor, y: torch.Tenso
     if mode != "train":
         raise ValueError(f"make_step: mode is 'train' or 'infer', not {mode!r}")
     model.train()
-    net = compiled(model)
+    net = CompiledHalves(model, mode=compile_mode, options=compile_options) if compile else model
     criterion = compiled(DiceCELoss())
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-3, fused=dev.type == "cuda",
                             capturable=cuda_graph)

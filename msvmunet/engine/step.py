@@ -24,6 +24,27 @@ from .inference import autocast_context
 WARMUP_STEPS = 3
 
 
+class CompiledHalves(torch.nn.Module):
+    """An :class:`~msvmunet.models.MSVMUNet` for training with its encoder half and its decoder half each
+    compiled by ``torch.compile`` on its own (``model.forward_halves``); parameters and state stay ``model``'s.
+
+    Why two: the recipe trains with the encoder frozen, then training it. A whole compiled model is
+    compiled twice in full (at the unfreeze the backward through the encoder is a new graph). In halves
+    the unfreeze recompiles the encoder half only: the decoder half gets the same inputs in both phases
+    (a frozen encoder's features are handed over as leaves that require gradients) and is compiled once.
+    """
+
+    def __init__(self, model: torch.nn.Module, *, mode: str | None = None, options: dict | None = None,
+                 backend: str | Callable = "inductor") -> None:
+        super().__init__()
+        self.model = model
+        self.encode = torch.compile(model.encode, mode=mode, options=options or None, backend=backend)
+        self.decode = torch.compile(model.decode, mode=mode, options=options or None, backend=backend)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model.forward_halves(x, self.encode, self.decode)
+
+
 class StepRunner:
     def __init__(self, model: torch.nn.Module, criterion: Callable[[Tensor, Tensor], Tensor],
                  optimizer: torch.optim.Optimizer, scaler, device: torch.device, precision: str,
@@ -38,14 +59,13 @@ class StepRunner:
         from torch.nn.parallel import DistributedDataParallel
 
         model, parts = self.model, []
-        compiled = hasattr(model, "_orig_mod")  # torch.compile's OptimizedModule
-        inner = model._orig_mod if compiled else model
-        if isinstance(inner, DistributedDataParallel):
+        if isinstance(model, DistributedDataParallel):
             import torch.distributed as dist
 
-            n = dist.get_world_size(inner.process_group)
+            n = dist.get_world_size(model.process_group)
             parts.append(f"DDP ({n} process{'es' if n > 1 else ''})")
-        parts.append("compiled" if compiled else "not compiled")
+            model = model.module
+        parts.append("compiled (encoder and decoder halves)" if isinstance(model, CompiledHalves) else "not compiled")
         parts.append("CUDA graph" if self.use_graph else "eager launches")
         return "step: " + ", ".join(parts)
 

@@ -38,6 +38,22 @@ class MSVMUNet(nn.Module):
         self.decoder = Decoder(self.encoder.out_channels, self.config.decoder, self.config.num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
+        return self.forward_halves(x, self.encode, self.decode)
+
+    def forward_halves(self, x: Tensor, encode, decode) -> Tensor:
+        """:meth:`forward` with its two halves given as functions (each compiled on its own, for training).
+
+        Under a frozen encoder the features reach the decoder as leaves that require gradients: the
+        decoder's backward is then the same computation whether the encoder is frozen or not, so a
+        compiled decoder is compiled once for both phases of the recipe (its gradients for the features
+        are computed and dropped, a few small matrix products)."""
+        features = encode(x)
+        if self.encoder_frozen and torch.is_grad_enabled():
+            features = [f.detach().requires_grad_() for f in features]
+        return decode(features, x.shape[-2], x.shape[-1])
+
+    def encode(self, x: Tensor) -> list[Tensor]:
+        """Input checks, 1 -> 3 channels, padding to ``size_multiple``, the encoder (no gradient recorded when frozen)."""
         if x.dim() != 4:
             raise ValueError(f"MSVMUNet expects (B, C, H, W) input, got shape {tuple(x.shape)}")
         expected = self.config.encoder.in_channels
@@ -52,7 +68,10 @@ class MSVMUNet(nn.Module):
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.encoder_frozen):
-            features = self.encoder(x)
+            return self.encoder(x)
+
+    def decode(self, features: list[Tensor], height: int, width: int) -> Tensor:
+        """The decoder; logits (B, num_classes, height, width), cropped back to the unpadded input."""
         logits = self.decoder(features)  # (B, H, W, classes)
         return logits[:, :height, :width].permute(0, 3, 1, 2).contiguous()
 

@@ -67,3 +67,38 @@ def test_train_flag_with_a_bad_setting_is_named(capsys, tmp_path):
                  "--inductor", "combo_kernels=maybe"]) != 0
     assert "--inductor 'combo_kernels=maybe': combo_kernels takes a value of type bool" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_compiled_halves_train_as_the_model_and_compile_the_decoder_once():
+    """Training compiles the model in two halves: the same losses and gradients as the plain model in both
+    phases of the recipe, and at the unfreeze only the encoder half is compiled again (dynamo's compiled
+    entries per half counted; the decoder half's guards pass because it gets features that require
+    gradients in both phases)."""
+    import torch
+    from torch._C._dynamo.eval_frame import _debug_get_cache_entry_list as compiled_entries
+
+    from msvmunet import create_model
+    from msvmunet.engine.step import CompiledHalves
+    from msvmunet.models import MSVMUNet
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    no_drop = {"drop_path_rate": 0.0}  # the same function in both runs (BatchNorm in training mode as in training)
+    model = create_model("nano", num_classes=3, encoder=no_drop, decoder=no_drop)
+    halves = CompiledHalves(model, backend="eager")
+    x = torch.randn(2, 1, 64, 64)
+    entries = []
+    for frozen in (True, False):
+        model.freeze_encoder(frozen)
+        grads = []
+        for net in (model, halves):
+            model.zero_grad(set_to_none=True)
+            loss = net(x).square().mean()
+            loss.backward()
+            grads.append((loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}))
+        (loss_a, a), (loss_b, b) = grads
+        assert torch.allclose(loss_a, loss_b) and a.keys() == b.keys()
+        assert all(torch.allclose(a[n], b[n], rtol=1e-4, atol=1e-6) for n in a)
+        assert any(n.startswith("encoder.") for n in a) != frozen
+        entries.append((len(compiled_entries(MSVMUNet.encode.__code__)), len(compiled_entries(MSVMUNet.decode.__code__))))
+    assert entries == [(1, 1), (2, 1)]

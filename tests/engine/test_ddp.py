@@ -169,20 +169,21 @@ def test_step_paths_described_without_running_them(tmp_path):
     import torch.distributed as dist
 
     from msvmunet.engine.distributed import DDP_BUCKET_CAP_MB, wrap_ddp
-    from msvmunet.engine.step import StepRunner
+    from msvmunet import create_model
+    from msvmunet.engine.step import CompiledHalves, StepRunner
 
-    model = torch.nn.Linear(3, 2)
+    model = create_model("nano", num_classes=2)
     opt = torch.optim.AdamW(model.parameters())
 
     def describe(wrapped, use_graph: bool) -> str:
         return StepRunner(wrapped, None, opt, None, torch.device("cpu"), "fp32", use_graph).describe()
 
-    assert describe(torch.compile(model), True) == "step: compiled, CUDA graph"
+    assert describe(CompiledHalves(model), True) == "step: compiled (encoder and decoder halves), CUDA graph"
     assert describe(model, False) == "step: not compiled, eager launches"
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
     try:
-        ddp = wrap_ddp(model, torch.device("cpu"))
+        ddp = wrap_ddp(CompiledHalves(model), torch.device("cpu"))
         assert ddp.gradient_as_bucket_view and ddp.bucket_bytes_cap == int(DDP_BUCKET_CAP_MB * 1024 * 1024)
-        assert describe(torch.compile(ddp), False) == "step: DDP (1 process), compiled, eager launches"
+        assert describe(ddp, False) == "step: DDP (1 process), compiled (encoder and decoder halves), eager launches"
     finally:
         dist.destroy_process_group()

@@ -53,10 +53,14 @@ def test_official_output_on_gpu(reference):
     assert rel_err(out.cpu(), ref["output"]) < 1e-4
 
 
-def test_compiled_model_trains_the_encoder_after_unfreezing():
-    """torch.compile's guards do not see requires_grad: the freeze flag must force the training graph."""
+@pytest.mark.parametrize("form", ["whole", "halves"])
+def test_compiled_model_trains_the_encoder_after_unfreezing(form):
+    """torch.compile's guards do not see requires_grad: the freeze flag must force the training graph
+    (for a whole compiled model, and for the trainer's compiled halves)."""
+    from msvmunet.engine.step import CompiledHalves
+
     model = create_model("nano", num_classes=3).cuda()
-    compiled = torch.compile(model)
+    compiled = torch.compile(model) if form == "whole" else CompiledHalves(model)
     x = torch.randn(2, 1, 64, 64, device="cuda")
     model.freeze_encoder(True)
     compiled(x).sum().backward()
@@ -65,3 +69,18 @@ def test_compiled_model_trains_the_encoder_after_unfreezing():
     model.zero_grad(set_to_none=True)
     compiled(x).sum().backward()
     assert all(p.grad is not None for p in model.encoder.parameters())
+
+
+def test_checkpoint_snapshot_is_taken_on_the_device_at_save_time(tmp_path):
+    from msvmunet.engine.checkpointing import CheckpointWriter
+
+    weight = torch.ones(1 << 20, device="cuda")
+    torch.cuda._sleep(50_000_000)  # queued work: the snapshot must wait for it, the host must not
+    weight.mul_(2.0)
+    writer = CheckpointWriter()
+    writer.save(tmp_path / "last.pt", {"w": weight, "lr": torch.tensor(0.5, device="cuda")})
+    weight.fill_(7.0)  # the next training steps, queued after the snapshot
+    writer.close()
+    saved = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert saved["w"].device.type == "cpu" and torch.equal(saved["w"], torch.full((1 << 20,), 2.0))
+    assert saved["lr"].item() == 0.5
