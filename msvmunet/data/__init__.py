@@ -6,6 +6,7 @@ See ``docs/data.md`` for the layouts, the shapes and the decisions behind them.
 
 from .augment import OPS, AugmentConfig, Augmenter, gaussian_blur, normalize
 from .base import SliceDataset, Volume
+from .batches import AugmentedBatches, BatchKeys
 from .check import CheckReport, check_dataset, check_training_data
 from .datasets import DataSource, detect_format, open_dataset, split_cases
 from .acdc import ACDCData
@@ -20,7 +21,7 @@ from .ssl4mis import SSL4MISData
 from .synapse import SynapseData
 
 __all__ = [
-    "ACDC_CLASSES", "ACDCData", "AugmentConfig", "Augmenter", "BTCV_TO_SYNAPSE", "CheckReport", "DataSource",
+    "ACDC_CLASSES", "ACDCData", "AugmentConfig", "AugmentedBatches", "Augmenter", "BatchKeys", "BTCV_TO_SYNAPSE", "CheckReport", "DataSource",
     "ImageFolderData", "NiftiData", "OPS", "PrepareSummary", "Preprocessing", "SSL4MISData", "SYNAPSE_CLASSES",
     "SYNAPSE_TEST_CASES", "SliceDataset", "SynapseData", "Volume", "acdc_preprocessing", "check_dataset",
     "check_training_data", "detect_format",

@@ -188,8 +188,9 @@ def results_dict(results: list[BenchResult]) -> list[dict[str, Any]]:
 
 # ---------------------------------------------------------------------------------------- end to end
 
-PHASE_COLUMNS = (("data_s", "data wait"), ("augment_s", "augment"), ("step_s", "step"),
+PHASE_COLUMNS = (("data_s", "data wait"), ("augment_s", "augment"), ("copy_s", "copy"), ("step_s", "step"),
                  ("val_s", "validation"), ("checkpoint_s", "checkpoint"))
+IN_PARALLEL = ("augment",)  # summed over the loader's workers: not a share of the epoch's time
 
 
 def benchmark_training(data: str, *, output: str | None = None, frozen_epochs: int = 1, train_epochs: int = 2,
@@ -235,14 +236,16 @@ def _number(text: str) -> Any:
 def training_table(rows: list[dict[str, Any]]) -> str:
     """The end-to-end rows as a table: per epoch, seconds and images/s, and each phase's seconds.
 
-    ``data wait`` is host time blocked on the data loader; ``augment`` and ``step`` are device times
-    (CUDA events) of the host-to-device copy plus augmentation, and of the training step; validation
-    and checkpoint are host times. The phases can overlap (the GPU works while the host waits)."""
+    ``data wait`` is host time blocked on the data loader; ``augment`` the seconds the loader's workers
+    spent augmenting (summed over batches, in parallel with everything else, so never ``slowest``);
+    ``copy`` and ``step`` are device times (CUDA events) of the host-to-device copy plus normalisation,
+    and of the training step; validation and checkpoint are host times. The phases can overlap (the
+    GPU works while the host waits)."""
     head = ["epoch", "encoder", "seconds", "img/s", *(name for _, name in PHASE_COLUMNS), "slowest"]
     lines = [" | ".join(head), " | ".join("---" for _ in head)]
     for row in rows:
         phases = {name: float(row.get(key) or 0.0) for key, name in PHASE_COLUMNS}
-        slowest = max(phases, key=phases.get)
+        slowest = max((name for name in phases if name not in IN_PARALLEL), key=phases.get)
         cells = [str(row["epoch"]), "frozen" if row.get("encoder_frozen") else "training",
                  f"{row['seconds']:.2f}", f"{row['images'] / row['seconds']:.0f}",
                  *(f"{v:.2f}" for v in phases.values()), slowest]

@@ -10,9 +10,9 @@ others; all stop together instead of one waiting forever in the next gradient al
 Phase times come from CUDA events read at the end of the epoch (:class:`PhaseClock`); on the CPU,
 where every operation is synchronous, from the wall clock.
 
-On CUDA the next batch is copied to the device and augmented on a side stream while the current
-step runs (:class:`SideStream`), so that its kernels fill the gaps of the step's instead of
-waiting behind them.
+Batches arrive augmented from the loader's workers (:mod:`msvmunet.data.batches`); on CUDA the
+next batch is copied to the device and normalised on a side stream while the current step runs
+(:class:`SideStream`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from torch import Tensor
 
 from ..errors import MsvmUnetError
 
-PHASES = ("data", "augment", "step")
+PHASES = ("data", "augment", "copy", "step")
 
 
 class TrainingError(MsvmUnetError):
@@ -36,16 +36,19 @@ class TrainingError(MsvmUnetError):
 class PhaseClock:
     """Where an epoch's time goes, per phase, without a host sync per step.
 
-    ``data``: host seconds spent waiting for the loader; ``augment``: device seconds from a batch's
-    arrival to the network input (host-to-device copy, augmentation, normalisation; on CUDA on a side
-    stream, overlapping the step); ``step``: device seconds of the training steps (forward, loss,
-    backward, optimiser). On CUDA, marks are events read once, at the end of the epoch.
+    ``data``: host seconds spent waiting for the loader; ``augment``: seconds the loader's workers
+    spent augmenting the epoch's batches (summed over the batches; in parallel with the rest);
+    ``copy``: device seconds from a batch's arrival to the network input (host-to-device copy,
+    normalisation; on CUDA on a side stream, overlapping the step); ``step``: device seconds of the
+    training steps (forward, loss, backward, optimiser). On CUDA, marks are events read once, at the
+    end of the epoch.
     """
 
     def __init__(self, device: torch.device) -> None:
         self.cuda = device.type == "cuda"
         self.data = 0.0
-        self.spans: dict[str, list[tuple[Any, Any]]] = {"augment": [], "step": []}
+        self.augment = 0.0
+        self.spans: dict[str, list[tuple[Any, Any]]] = {"copy": [], "step": []}
 
     def mark(self) -> Any:
         if not self.cuda:
@@ -59,7 +62,7 @@ class PhaseClock:
 
     def seconds(self) -> dict[str, float]:
         """Phase totals of the epoch (synchronises once, on the last mark)."""
-        out = {"data": self.data}
+        out = {"data": self.data, "augment": self.augment}
         if self.cuda:
             torch.cuda.synchronize()
         for phase, spans in self.spans.items():
@@ -77,17 +80,17 @@ class SideStream:
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
 
     def submit(self, prepare: Callable[[], tuple[Tensor, Tensor]], clock: "PhaseClock"):
-        """Queue ``prepare()`` (timed as the ``augment`` phase); returns what :meth:`take` needs."""
+        """Queue ``prepare()`` (timed as the ``copy`` phase); returns what :meth:`take` needs."""
         if self.stream is None:
             start = clock.mark()
             out = prepare()
-            clock.add("augment", start, clock.mark())
+            clock.add("copy", start, clock.mark())
             return out, None
         with torch.cuda.stream(self.stream):
             start = clock.mark()
             out = prepare()
             end = clock.mark()
-        clock.add("augment", start, end)
+        clock.add("copy", start, end)
         return out, end
 
     def take(self, submitted) -> tuple[Tensor, Tensor]:
@@ -207,6 +210,8 @@ def run_epoch(batches: Iterable[dict[str, Tensor]], steps: int, *, prepare: Call
         t = time.perf_counter()
         batch = next(iterator, None)
         clock.data += time.perf_counter() - t
+        if isinstance(batch, dict):
+            clock.augment += float(batch.get("augment_s", 0.0))
         if after_last_batch is not None and (batch is None or i == steps - 1):
             after_last_batch()
         return None if batch is None else side.submit(lambda: prepare(batch, i), clock)

@@ -153,9 +153,8 @@ class Run:
     data: Any
     num_classes: int
     loader: DataLoader
-    sampler: DistributedSampler
+    sampler: BatchKeys
     steps_per_epoch: int
-    augmenter: Any
     model: MSVMUNet
     criterion: Any
     optimizer: torch.optim.Optimizer
@@ -218,11 +217,6 @@ def setup(config: TrainConfig, resume, info: DistInfo) -> Run:
     data, train_cases, selection = _open_data(config, info)
     loader, sampler = _loader(data, train_cases, config, info, device, use_graph)
     steps = len(loader) if config.steps_per_epoch is None else min(len(loader), config.steps_per_epoch)
-    augmenter = None
-    if config.augment:
-        from ..data import Augmenter, AugmentConfig
-
-        augmenter = Augmenter(AugmentConfig(mode=config.noise))
     model = build_model(config, data.num_classes, data.preprocessing.model_channels).to(device)
     criterion = DiceCELoss(config.ce_weight, config.dice_weight)
     if config.compile and device.type == "cuda":  # the torch form (no Triton) fuses; the Triton form is two kernels either way
@@ -240,14 +234,14 @@ def setup(config: TrainConfig, resume, info: DistInfo) -> Run:
     preprocessing = dataclasses.replace(data.preprocessing, size=config.image_size)
     run = Run(config=config, info=info, device=device, run_dir=Path(config.output), data=data,
               num_classes=data.num_classes, loader=loader, sampler=sampler, steps_per_epoch=steps,
-              augmenter=augmenter, model=model, criterion=criterion, optimizer=optimizer, scheduler=scheduler,
+              model=model, criterion=criterion, optimizer=optimizer, scheduler=scheduler,
               scaler=scaler, use_graph=use_graph, selection=selection,
               ckpt_extra=dict(train_config=config.to_dict(), preprocessing=preprocessing.to_dict(),
                               classes=list(data.class_names)))
     if resume:
         _restore(run, run.run_dir / "last.pt" if resume is True else Path(resume))
     if info.is_main:
-        print(f"training {config.model} on {len(loader.dataset)} slices of {len(train_cases)} cases, "
+        print(f"training {config.model} on {len(loader.dataset.slices)} slices of {len(train_cases)} cases, "
               f"{run.num_classes} classes, {steps} steps x {config.epochs} epochs, {device}, {precision}, "
               f"{info.world_size} process(es)")
     return run
@@ -277,17 +271,22 @@ def _open_data(config: TrainConfig, info: DistInfo):
 
 
 def _loader(data, train_cases, config: TrainConfig, info: DistInfo, device: torch.device, use_graph: bool):
-    dataset = data.slices("train", cases=train_cases, size=config.image_size)
-    sampler = DistributedSampler(dataset, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=config.seed)
+    """Whole batches, read, resized and augmented in the loader's workers (:mod:`msvmunet.data.batches`)."""
+    from ..data import AugmentConfig, AugmentedBatches, Augmenter, BatchKeys
+
+    slices = data.slices("train", cases=train_cases, size=config.image_size)
+    augmenter = Augmenter(AugmentConfig(mode=config.noise)) if config.augment else None
+    order = DistributedSampler(slices, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=config.seed)
     # a captured training step needs one batch shape: then the last partial batch of an epoch is dropped
-    drop_last = use_graph and len(dataset) >= config.batch_size
+    batch = config.batch_size // info.world_size
+    keys = BatchKeys(order, batch, drop_last=use_graph and len(order) >= batch)
     workers = config.num_workers
     loader = DataLoader(
-        dataset, batch_size=config.batch_size // info.world_size, sampler=sampler,
+        AugmentedBatches(slices, augmenter, seed=config.seed, rank=info.rank), sampler=keys, batch_size=None,
         num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0,
-        prefetch_factor=4 if workers > 0 else None, drop_last=drop_last,
+        prefetch_factor=2 if workers > 0 else None,
     )
-    return loader, sampler
+    return loader, keys
 
 
 def _restore(run: Run, path: Path) -> None:
@@ -368,12 +367,9 @@ def train_epoch(run: Run, runner: StepRunner, epoch: int) -> dict[str, Any]:
     batches = run.batches(epoch)
     run.model.train()
 
-    def prepare(batch: dict, step: int):
+    def prepare(batch: dict, step: int):  # the batch comes augmented from the loader's workers
         images = batch["image"].to(device, non_blocking=True)
         labels = batch["label"].to(device, non_blocking=True)
-        if run.augmenter is not None:
-            generator = torch.Generator(device=device).manual_seed(hash((config.seed, epoch, step, info.rank)) % 2**63)
-            images, labels = run.augmenter(images, labels, generator=generator)
         return normalize(images), labels
 
     def step(images, labels):
@@ -447,7 +443,7 @@ def format_row(row: dict[str, Any]) -> str:
         if key in row:
             parts.append(f"{key} {row[key]:.4f}")
     parts.append(f"{row['seconds']:.2f} s ({row['images_per_s']:.0f} img/s; data wait {row['data_s']:.2f}, "
-                 f"augment {row['augment_s']:.2f}, step {row['step_s']:.2f}, validation {row['val_s']:.2f}, "
+                 f"augment {row['augment_s']:.2f}, copy {row['copy_s']:.2f}, step {row['step_s']:.2f}, validation {row['val_s']:.2f}, "
                  f"checkpoint {row['checkpoint_s']:.2f})")
     return " | ".join(parts)
 

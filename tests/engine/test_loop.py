@@ -79,7 +79,7 @@ def test_run_epoch_stops_at_a_non_finite_loss_and_names_the_step():
                   device=torch.device("cpu"), epoch=3, last_good="last.pt (after epoch 3)", check_every=2)
     result = run_epoch(batches, 4, prepare=lambda b, i: (b["x"], b["x"]), step=lambda x, y: torch.tensor(2.0),
                        device=torch.device("cpu"), epoch=0, last_good="-")
-    assert result.steps == 4 and result.loss == 2.0 and set(result.phases) == {"data", "augment", "step"}
+    assert result.steps == 4 and result.loss == 2.0 and set(result.phases) == {"data", "augment", "copy", "step"}
 
 
 def test_end_to_end_benchmark_reports_every_phase(tiny_phantom, tmp_path):
