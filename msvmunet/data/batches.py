@@ -61,8 +61,10 @@ class BatchKeys(Sampler):
 class AugmentedBatches(Dataset):
     """``dataset[(epoch, step, indices)]`` -> one batch of ``slices``, augmented when ``augmenter`` is set.
 
-    The batch: ``{"image": (B, C, S, S) float32 in [0, 1] (not normalised), "label": (B, S, S) int64,
-    "case": [str], "name": [str], "augment_s": seconds spent augmenting}``. Use it with
+    The batch: ``{"image": (B, C, S, S) float32 in [0, 1] (not normalised), "label": (B, S, S) class
+    indices, uint8 when the classes fit in it (an eighth of int64's bytes to pass between processes
+    and copy to the device; ``.long()`` them there), "case": [str], "name": [str], "augment_s":
+    seconds spent augmenting}``. Use it with
     ``DataLoader(batches, sampler=BatchKeys(...), batch_size=None)``.
     """
 
@@ -84,5 +86,7 @@ class AugmentedBatches(Dataset):
             images, labels = self.augmenter(images, labels, generator=batch_generator(self.seed, epoch, step,
                                                                                       self.rank))
             seconds = time.perf_counter() - start
+        if self.slices.num_classes <= 256:
+            labels = labels.to(torch.uint8)
         return {"image": images, "label": labels, "case": [item["case"] for item in items],
                 "name": [item["name"] for item in items], "augment_s": seconds}

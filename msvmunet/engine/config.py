@@ -28,13 +28,13 @@ Check = Callable[[str, Any], Any]
 
 def default_num_workers() -> int:
     """Data-loading workers sized to this host: the usable cores of each process (torchrun shares them)
-    less one for the training loop itself, at most 8."""
+    less one for the training loop itself, at most 16 (they read, resize and augment whole batches)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
     processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE") or 1))
-    return max(0, min(cores // processes - 1, 8))
+    return max(0, min(cores // processes - 1, 16))
 
 
 def _bad(name: str, expected: str, value: Any) -> ConfigError:
@@ -227,7 +227,7 @@ class TrainConfig:
     device: str = _opt("auto", "auto, cpu, cuda or cuda:N (torchrun: one GPU per process)", _text(pattern=_DEVICE, expected="a device: auto, cpu, cuda or cuda:N"))
     precision: str = _opt("auto", "auto (bf16 autocast on CUDA, fp32 on CPU), bf16, fp16 or fp32", _text(PRECISIONS))
     num_workers: int | str = _opt(
-        "auto", f"data-loading worker processes: auto (the usable cores less one, at most 8: "
+        "auto", f"data-loading worker processes: auto (the usable cores less one, at most 16: "
                 f"{default_num_workers()} here) or a number; config.yaml records the number used", _workers)
     seed: int = _opt(42, "random seed (shuffling, augmentation, initialisation, held-out cases)", _whole())
     scan_backend: str = _opt("auto", "selective-scan backend: auto, triton, torch", _text(SCAN_BACKENDS))

@@ -369,7 +369,7 @@ def train_epoch(run: Run, runner: StepRunner, epoch: int) -> dict[str, Any]:
 
     def prepare(batch: dict, step: int):  # the batch comes augmented from the loader's workers
         images = batch["image"].to(device, non_blocking=True)
-        labels = batch["label"].to(device, non_blocking=True)
+        labels = batch["label"].to(device, non_blocking=True).long()  # uint8 from the workers
         return normalize(images), labels
 
     def step(images, labels):
