@@ -359,18 +359,24 @@ def step_runner(run: Run, *, frozen: bool) -> StepRunner:
     return runner
 
 
-def train_epoch(run: Run, runner: StepRunner, epoch: int) -> dict[str, Any]:
-    """One pass over the training slices; the row of numbers it adds to the history."""
+def device_batch(batch: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A training batch from the loader on ``device``: the images normalised, the labels int64 (they travel
+    from the workers as uint8 when the classes fit)."""
     from ..data import normalize
 
+    images = batch["image"].to(device, non_blocking=True)
+    labels = batch["label"].to(device, non_blocking=True).long()
+    return normalize(images), labels
+
+
+def train_epoch(run: Run, runner: StepRunner, epoch: int) -> dict[str, Any]:
+    """One pass over the training slices; the row of numbers it adds to the history."""
     config, info, device = run.config, run.info, run.device
     batches = run.batches(epoch)
     run.model.train()
 
     def prepare(batch: dict, step: int):  # the batch comes augmented from the loader's workers
-        images = batch["image"].to(device, non_blocking=True)
-        labels = batch["label"].to(device, non_blocking=True).long()  # uint8 from the workers
-        return normalize(images), labels
+        return device_batch(batch, device)
 
     def step(images, labels):
         try:

@@ -61,5 +61,6 @@ def test_inductor_options_reach_torch_compile(monkeypatch, tmp_path):
                  "--inductor", "combo_kernels=1", "max_fusion_size=32", "--warmup", "0", "--repeats", "1",
                  "--json", str(out)]) == 0
     expected = {"combo_kernels": True, "max_fusion_size": 32}
-    assert calls == [{"mode": None, "options": expected}] * 2  # the model and the loss
+    half = {"mode": None, "options": expected, "backend": "inductor"}
+    assert calls == [half, half, {"mode": None, "options": expected}]  # the encoder and decoder halves, the loss
     assert json.loads(out.read_text())["inductor"] == expected

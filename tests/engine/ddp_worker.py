@@ -20,9 +20,8 @@ import torch.distributed as dist
 
 
 def one_step(data: str, out: Path) -> None:
-    from msvmunet.data import normalize
     from msvmunet.engine.distributed import cleanup, init_distributed
-    from msvmunet.engine.trainer import setup, step_runner
+    from msvmunet.engine.trainer import device_batch, setup, step_runner
     from tests.engine.conftest import quick_config
 
     info = init_distributed("cpu")
@@ -32,7 +31,7 @@ def one_step(data: str, out: Path) -> None:
     runner = step_runner(run, frozen=False)
     batch = next(run.batches(0))
     run.model.train()
-    loss = runner(normalize(batch["image"]), batch["label"])
+    loss = runner(*device_batch(batch, run.device))
     ddp = runner.model
     torch.save(dict(images=batch["image"], labels=batch["label"], loss=loss, initial=initial,
                     describe=runner.describe(), wrapper=type(ddp).__name__,

@@ -109,7 +109,7 @@ def test_num_workers_auto_is_sized_to_the_host_and_recorded(tmp_path, monkeypatc
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})  # a 2-core machine: one worker, no warning
     assert TrainConfig(num_workers="auto").num_workers == 1
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)))
-    assert TrainConfig().num_workers == 8
+    assert TrainConfig().num_workers == 16  # capped at 16
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "16")  # torchrun: the cores are shared by the processes
     assert TrainConfig().num_workers == 3
     assert TrainConfig(num_workers=5).num_workers == 5 and TrainConfig(num_workers="2").num_workers == 2

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import torch
 
-from msvmunet.data import normalize
 from msvmunet.engine.distributed import DistInfo
-from msvmunet.engine.trainer import setup
+from msvmunet.engine.trainer import device_batch, setup
 
 from ..conftest import ROOT
 from .conftest import quick_config
@@ -90,7 +89,8 @@ def test_ddp_step_equals_the_single_process_step_on_the_same_global_batch(tiny_p
     grads, losses = {}, []
     for part in ranks:  # the reference: plain forward and backward on each half, in this process
         model.zero_grad(set_to_none=True)
-        loss = run.criterion(model(normalize(part["images"])), part["labels"])
+        images, labels = device_batch({"image": part["images"], "label": part["labels"]}, run.device)
+        loss = run.criterion(model(images), labels)
         loss.backward()
         losses.append(loss.detach())
         for name, p in model.named_parameters():
